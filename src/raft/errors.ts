@@ -49,3 +49,51 @@ export function assert(condition: unknown, message: string | (() => string)): as
     throw new AssertionFailedError(typeof message === 'function' ? message() : message);
   }
 }
+
+// ---- Errors the replicated node reports to callers (src/server). ----
+
+/** No leader is known; nothing was proposed. Safe to retry. */
+export class NoLeaderError extends RaftKVError {
+  constructor(message = 'no leader is known') {
+    super('RAFTKV_NO_LEADER', message);
+  }
+}
+
+/** The proposal was refused before it entered the log. Safe to retry. */
+export class ProposalDroppedError extends RaftKVError {
+  constructor(message: string) {
+    super('RAFTKV_PROPOSAL_DROPPED', message);
+  }
+}
+
+/**
+ * The request was sent but its outcome is unknown (timed out after it may
+ * have entered the log): it may or may not have been applied. Never retry a
+ * non-idempotent write blindly on this error.
+ */
+export class OutcomeUnknownError extends RaftKVError {
+  constructor(message: string) {
+    super('RAFTKV_OUTCOME_UNKNOWN', message);
+  }
+}
+
+/** A request that changes nothing timed out (reads, status). Safe to retry. */
+export class TimeoutError extends RaftKVError {
+  constructor(message: string) {
+    super('RAFTKV_TIMEOUT', message);
+  }
+}
+
+/** The node is closed, or stopped after a fatal storage failure. */
+export class NodeStoppedError extends RaftKVError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('RAFTKV_STOPPED', message, options);
+  }
+}
+
+/** The request is over a configured size limit. */
+export class RequestTooLargeError extends RaftKVError {
+  constructor(message: string) {
+    super('RAFTKV_REQUEST_TOO_LARGE', message);
+  }
+}

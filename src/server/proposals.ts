@@ -1,0 +1,69 @@
+// Proposal tracking: each write a node proposes gets an id (this node's id
+// plus a sequence number) that travels inside the log entry; when the entry is
+// applied on this node, the waiting caller is resolved with the state
+// machine's response. A proposal that is not applied by its deadline is
+// reported as OutcomeUnknownError: it may still commit later.
+
+import { assert, OutcomeUnknownError, ProposalDroppedError } from '../raft/errors.ts';
+
+interface Pending<T> {
+  readonly resolve: (value: T) => void;
+  readonly reject: (error: Error) => void;
+  readonly deadlineMs: number;
+}
+
+export class ProposalTracker<T> {
+  private readonly pending = new Map<number, Pending<T>>();
+  private sequence = 0;
+
+  constructor(private readonly proposalsMax: number) {
+    assert(Number.isSafeInteger(proposalsMax) && proposalsMax > 0, 'proposalsMax must be a positive integer');
+  }
+
+  get size(): number {
+    return this.pending.size;
+  }
+
+  /** Registers a caller; returns its sequence number and the promise it waits on. */
+  register(deadlineMs: number): { sequence: number; promise: Promise<T> } {
+    if (this.pending.size >= this.proposalsMax) {
+      throw new ProposalDroppedError(`too many proposals in flight (${this.proposalsMax})`);
+    }
+    this.sequence += 1;
+    const sequence = this.sequence;
+    const promise = new Promise<T>((resolve, reject) => {
+      this.pending.set(sequence, { resolve, reject, deadlineMs });
+    });
+    return { sequence, promise };
+  }
+
+  resolve(sequence: number, value: T): void {
+    const entry = this.pending.get(sequence);
+    if (entry === undefined) return; // timed out already, or proposed by an earlier incarnation
+    this.pending.delete(sequence);
+    entry.resolve(value);
+  }
+
+  reject(sequence: number, error: Error): void {
+    const entry = this.pending.get(sequence);
+    if (entry === undefined) return;
+    this.pending.delete(sequence);
+    entry.reject(error);
+  }
+
+  /** Fails every proposal whose deadline passed with OutcomeUnknownError. */
+  expire(nowMs: number): void {
+    for (const [sequence, entry] of this.pending) {
+      if (entry.deadlineMs > nowMs) continue;
+      this.pending.delete(sequence);
+      entry.reject(new OutcomeUnknownError('the write timed out after it was proposed; it may or may not be applied'));
+    }
+  }
+
+  /** Fails everything (node closing or stopped). */
+  rejectAll(makeError: () => Error): void {
+    const entries = [...this.pending.values()];
+    this.pending.clear();
+    for (const entry of entries) entry.reject(makeError());
+  }
+}
