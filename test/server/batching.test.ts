@@ -1,0 +1,71 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ProposalTracker } from '../../src/server/proposals.ts';
+import { ReadIndexBatcher } from '../../src/server/read-index.ts';
+import { decodeProposal, encodeProposal } from '../../src/server/codec.ts';
+
+test('proposal tracker: resolves by sequence, expires as outcome unknown, bounded', async () => {
+  const tracker = new ProposalTracker<string>(2);
+  const a = tracker.register(1_000);
+  const b = tracker.register(500);
+  assert.throws(() => tracker.register(1_000), { code: 'RAFTKV_PROPOSAL_DROPPED' });
+  tracker.resolve(a.sequence, 'done');
+  assert.equal(await a.promise, 'done');
+  tracker.expire(600);
+  await assert.rejects(b.promise, { code: 'RAFTKV_OUTCOME_UNKNOWN' });
+  assert.equal(tracker.size, 0);
+  tracker.resolve(b.sequence, 'late'); // ignored: already expired
+});
+
+test('read batcher: reads that arrive after a round is sent wait for the next round', async () => {
+  const batcher = new ReadIndexBatcher(1, 100);
+  const order: string[] = [];
+  const first = batcher.wait(10_000).then(() => order.push('first'));
+  const round1 = batcher.takeRound(0);
+  assert.ok(round1);
+  const second = batcher.wait(10_000).then(() => order.push('second'));
+  assert.equal(batcher.takeRound(0), undefined, 'one round in flight at a time');
+  batcher.confirm(round1, 5);
+  batcher.release(4);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(order, [], 'not released before the state machine applied the read index');
+  batcher.release(5);
+  await first;
+  const round2 = batcher.takeRound(0);
+  assert.ok(round2);
+  assert.notDeepEqual(round2, round1);
+  batcher.confirm(round1, 9); // duplicate ReadState for an old round: ignored
+  batcher.release(100);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(order, ['first']);
+  batcher.confirm(round2, 6);
+  batcher.release(6);
+  await second;
+  assert.deepEqual(order, ['first', 'second']);
+});
+
+test('read batcher: lost rounds are retried, deadlines fail as timeouts', async () => {
+  const batcher = new ReadIndexBatcher(1, 100);
+  const late = batcher.wait(50);
+  const patient = batcher.wait(10_000);
+  const round = batcher.takeRound(0);
+  assert.ok(round);
+  batcher.expire(100, 1_000);
+  await assert.rejects(late, { code: 'RAFTKV_TIMEOUT' });
+  batcher.expire(2_000, 1_000); // the round is older than the retry interval: re-queued
+  const retry = batcher.takeRound(2_000);
+  assert.ok(retry);
+  batcher.confirm(retry, 1);
+  batcher.release(1);
+  await patient;
+  assert.equal(batcher.waiting, 0);
+});
+
+test('proposal codec round-trips and rejects garbage', () => {
+  const data = encodeProposal({ node: 3, sequence: 99, request: { type: 'put', key: new Uint8Array([1]) } });
+  const decoded = decodeProposal<{ type: string; key: Uint8Array }>(data);
+  assert.equal(decoded.node, 3);
+  assert.equal(decoded.sequence, 99);
+  assert.deepEqual([...decoded.request.key], [1]);
+  assert.throws(() => decodeProposal(new Uint8Array([0x93, 0xa1, 0x78, 1, 2])), /assertion failed/);
+});
