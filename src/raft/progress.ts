@@ -55,6 +55,12 @@ export class Inflights {
     }
   }
 
+  /** Frees the oldest in-flight append (its answer was probably lost). */
+  freeFirstOne(): void {
+    if (this.count === 0) return;
+    this.freeLE(this.indexes[this.start]!);
+  }
+
   full(): boolean {
     return this.count === this.countMax || this.bytes >= this.bytesMax;
   }

@@ -165,7 +165,8 @@ export class Raft {
     this.disableProposalForwarding = config.disableProposalForwarding ?? false;
 
     const { hardState, confState } = storage.initialState();
-    this.log = new RaftLog(storage, hardState.commit, config.appliedIndex ?? 0);
+    // The host's state machine is at least at the latest snapshot (its data was installed or taken there).
+    this.log = new RaftLog(storage, hardState.commit, Math.max(config.appliedIndex ?? 0, storage.snapshot().index));
     this.setConf(confState);
     this.term = hardState.term;
     this.vote = hardState.vote;
@@ -553,6 +554,8 @@ export class Raft {
       case MessageType.HeartbeatResp:
         progress.recentActive = true;
         progress.probeSent = false;
+        // A full window whose appends were lost (the peer restarted) would never drain: make room for one probe.
+        if (progress.state === ProgressState.Replicate && progress.inflights.full()) progress.inflights.freeFirstOne();
         if (progress.match < this.log.lastIndex()) this.sendAppend(m.from, progress, true);
         if (m.context.length > 0) this.acknowledgeRead(m.context, m.from);
         return;

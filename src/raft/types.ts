@@ -158,14 +158,17 @@ export interface SoftState {
  *  1. Send `messagesBeforePersist` at any time (they depend on nothing
  *     unpersisted: a leader's appends, heartbeats and snapshots — Raft thesis
  *     §10.2.1 lets a leader write its log in parallel with replicating it).
- *  2. Persist `snapshot` (if any), `entries` and `hardState` (if any) in ONE
- *     atomic write; when `mustSync` is true it must be synced (fsync) before
- *     step 3. Entries may overwrite a conflicting suffix of the stored log:
- *     everything at index >= entries[0].index is replaced.
+ *  2. If `snapshot` is set, first make its data durable in the state machine
+ *     (a crash must never leave a log that starts at a snapshot whose data
+ *     the state machine lacks). Then persist `snapshot` (if any), `entries`
+ *     and `hardState` (if any) in ONE atomic write; when `mustSync` is true it
+ *     must be synced (fsync) before step 3. Entries may overwrite a
+ *     conflicting suffix of the stored log: everything at index >=
+ *     entries[0].index is replaced.
  *  3. Only then send `messages` (votes, append responses: they promise that
  *     the state above is durable).
- *  4. Apply `snapshot` data (if any), then `committedEntries` in order, to the
- *     state machine; serve `readStates` once applied through their index.
+ *  4. Apply `committedEntries` in order to the state machine; serve
+ *     `readStates` once applied through their index.
  *  5. Call advance(). No second ready() before that; step/tick/propose may be
  *     called in between (e.g. while the write of step 2 is in flight).
  */
