@@ -45,6 +45,8 @@ interface SimNode {
   /** Snapshot data received and waiting for the core to install. */
   staged: Map<number, Map<number, string>>;
   pendingReads: Map<string, { issuedAtCommitted: number; readIndex: number }>;
+  /** A Ready whose write has started but is not yet durable. */
+  inFlight: Ready | null;
 }
 
 interface InFlight {
@@ -101,6 +103,7 @@ export class Simulation {
         snapshots: new Map([[1, new Map()]]),
         staged: new Map(),
         pendingReads: new Map(),
+        inFlight: null,
       };
       this.nodes.set(id, simNode);
     }
@@ -150,6 +153,7 @@ export class Simulation {
       const fault = this.random(1000);
       if (fault < 6) this.crashOrRestart();
       else if (fault < 12) this.changePartition();
+      else if (fault < 16) this.crashLeader();
     }
     if (this.random(100) < 30) this.tickOne(this.randomLiveNode());
     this.deliverSome();
@@ -256,15 +260,20 @@ export class Simulation {
     if (simNode.alive) {
       const down = [...this.nodes.values()].filter((n) => !n.alive).length;
       if (down + 1 > Math.floor((this.nodes.size - 1) / 2) && this.random(4) !== 0) return; // mostly keep a quorum
-      simNode.alive = false;
-      this.stats.crashes += 1;
-      this.trace(`node ${simNode.id} CRASH`);
-      const lost = this.inflight.filter((f) => f.message.to === simNode.id || f.message.from === simNode.id);
-      this.inflight = this.inflight.filter((f) => f.message.to !== simNode.id && f.message.from !== simNode.id);
-      for (const flight of lost) if (flight.message.type === MessageType.Snap) this.reportSnapshot(flight.message, false);
+      this.crash(simNode, simNode.inFlight !== null ? 'with a write in flight' : '');
     } else {
       this.restart(simNode);
     }
+  }
+
+  /** Leader crashes (often mid-write) are what Figure 8 is made of. */
+  private crashLeader(): void {
+    const leader = [...this.nodes.values()].find((n) => n.alive && n.node.status().role === Role.Leader);
+    if (leader === undefined) return;
+    this.crash(leader, leader.inFlight !== null ? '(leader) with a write in flight' : '(leader)');
+    // Bring someone back so that a quorum can form again.
+    const down = [...this.nodes.values()].filter((n) => !n.alive && n !== leader);
+    if (down.length > 0) this.restart(down[this.random(down.length)]!);
   }
 
   /** A restart keeps only what was persisted (the storage) and durable snapshots. */
@@ -279,6 +288,7 @@ export class Simulation {
     simNode.confState = snapshot.confState;
     simNode.staged = new Map();
     simNode.pendingReads = new Map();
+    simNode.inFlight = null;
     simNode.node = this.makeRawNode(simNode.id, simNode.storage);
     simNode.alive = true;
     this.trace(`node ${simNode.id} RESTART (snapshot ${snapshot.index}, commit ${simNode.lastCommit}, last ${simNode.storage.lastIndex()})`);
@@ -368,12 +378,30 @@ export class Simulation {
 
   // ---- The host's Ready handling, with invariant checks ----
 
+  /**
+   * The host's Ready handling in two halves, as the real node does it: begin
+   * (take the Ready, send what may leave before persisting, start the write)
+   * and finish (the write is durable: send the rest, apply, advance). Other
+   * steps, ticks and crashes happen in between.
+   */
   private processReady(simNode: SimNode): void {
-    if (!simNode.alive || !simNode.node.hasReady()) return;
+    if (!simNode.alive) return;
+    if (simNode.inFlight !== null) {
+      this.finishReady(simNode, simNode.inFlight);
+      return;
+    }
+    if (!simNode.node.hasReady()) return;
     const ready = simNode.node.ready();
     if (ready.softState !== null && ready.softState.role === Role.Leader) this.onLeader(simNode);
     this.send(simNode, ready.messagesBeforePersist);
     this.checkEntries(simNode, ready);
+    simNode.inFlight = ready;
+    // Often the write completes at once; otherwise a later step finishes it.
+    if (this.quiet || this.random(3) !== 0) this.finishReady(simNode, ready);
+  }
+
+  private finishReady(simNode: SimNode, ready: Ready): void {
+    simNode.inFlight = null;
     // The snapshot's data is made durable before the log records the snapshot.
     if (ready.snapshot !== null) this.stageSnapshotDurably(simNode, ready.snapshot.index);
     simNode.storage.saveSync({ snapshot: ready.snapshot, entries: ready.entries, hardState: ready.hardState, sync: ready.mustSync });
@@ -384,12 +412,7 @@ export class Simulation {
     }
     // A crash after persisting, before sending or applying.
     if (!this.quiet && this.random(200) === 0) {
-      simNode.alive = false;
-      this.stats.crashes += 1;
-      this.trace(`node ${simNode.id} CRASH after persisting a Ready`);
-      const lost = this.inflight.filter((f) => f.message.to === simNode.id || f.message.from === simNode.id);
-      this.inflight = this.inflight.filter((f) => f.message.to !== simNode.id && f.message.from !== simNode.id);
-      for (const flight of lost) if (flight.message.type === MessageType.Snap) this.reportSnapshot(flight.message, false);
+      this.crash(simNode, 'after persisting a Ready');
       return;
     }
     this.send(simNode, ready.messages);
@@ -397,6 +420,17 @@ export class Simulation {
     for (const entry of ready.committedEntries) this.apply(simNode, entry);
     for (const state of ready.readStates) this.onReadState(simNode, text.decode(state.context), state.index);
     simNode.node.advance();
+  }
+
+  /** Everything not persisted is lost: the in-flight write, the core's memory, messages to and from it. */
+  private crash(simNode: SimNode, why: string): void {
+    simNode.alive = false;
+    simNode.inFlight = null;
+    this.stats.crashes += 1;
+    this.trace(`node ${simNode.id} CRASH ${why}`);
+    const lost = this.inflight.filter((f) => f.message.to === simNode.id || f.message.from === simNode.id);
+    this.inflight = this.inflight.filter((f) => f.message.to !== simNode.id && f.message.from !== simNode.id);
+    for (const flight of lost) if (flight.message.type === MessageType.Snap) this.reportSnapshot(flight.message, false);
   }
 
   private onLeader(simNode: SimNode): void {
