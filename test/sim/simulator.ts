@@ -84,6 +84,8 @@ export class Simulation {
 
   constructor(private readonly options: SimulationOptions) {
     this.random = createRandom(options.seed);
+    const choose = createRandom(options.seed * 31 + 7);
+    this.flowControl = { messageBytesMax: [1, 16, 64, 1024][choose(4)]!, inflightMessagesMax: [1, 2, 8, 256][choose(4)]! };
     this.dropRate = options.dropRate ?? 0.05;
     this.duplicateRate = options.duplicateRate ?? 0.02;
     const ids = Array.from({ length: options.nodes }, (_, i) => i + 1);
@@ -111,10 +113,21 @@ export class Simulation {
 
   private makeRawNode(id: NodeId, storage: MemoryLogStorage): RawNode {
     return new RawNode(
-      { id, random: createRandom(this.random(2 ** 31)), electionTimeoutTicks: 10, heartbeatTicks: 1, inflightMessagesMax: 8, messageBytesMax: 64, ...this.options.raft },
+      {
+        id,
+        random: createRandom(this.random(2 ** 31)),
+        electionTimeoutTicks: 10,
+        heartbeatTicks: 1,
+        inflightMessagesMax: this.flowControl.inflightMessagesMax,
+        messageBytesMax: this.flowControl.messageBytesMax,
+        ...this.options.raft,
+      },
       storage,
     );
   }
+
+  /** Per seed: from one entry per message and one message in flight up to roomy windows. */
+  private readonly flowControl: { readonly messageBytesMax: number; readonly inflightMessagesMax: number };
 
   trace(line: string): void {
     this.traceLines.push(`[${this.step}] ${line}`);
