@@ -1,0 +1,128 @@
+// Raft §5.3 (log replication) and §5.4 (safety), proposals and flow control, as scenarios.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MessageType, Role } from '../../src/raft/types.ts';
+import { bytes, TestNetwork } from './network.ts';
+
+test('§5.3: a leader replicates and commits a proposal on every node', () => {
+  const net = new TestNetwork([1, 2, 3]);
+  net.elect(1);
+  assert.ok(net.get(1).node.propose(bytes('a')).ok);
+  net.settle();
+  net.tickAll(); // a heartbeat carries the commit index
+  for (const id of [1, 2, 3]) assert.deepEqual(net.appliedData(id), ['a']);
+});
+
+test('§5.3: a follower with a conflicting suffix is repaired by the leader (fast back-off)', () => {
+  const net = new TestNetwork([1, 2, 3]);
+  net.elect(1);
+  net.isolate(1);
+  for (let i = 0; i < 5; i++) net.get(1).node.propose(bytes(`lost-${i}`)); // never committed
+  net.settle();
+  net.heal();
+  net.isolate(1);
+  for (let i = 0; i < 40 && !net.leaders().some((id) => id !== 1); i++) {
+    net.tick(2);
+    net.tick(3);
+    net.settle();
+  }
+  const leader = net.leaders().find((id) => id !== 1)!;
+  net.get(leader).node.propose(bytes('kept'));
+  net.settle();
+  net.heal();
+  net.tickAll(25);
+  for (const id of [1, 2, 3]) assert.deepEqual(net.appliedData(id), ['kept'], `node ${id}`);
+});
+
+test('§5.4.2 (Figure 8): a leader never commits an older-term entry by counting replicas alone', () => {
+  const net = new TestNetwork([1, 2, 3, 4, 5], { messageBytesMax: 1 });
+  net.elect(1);
+  // Node 1 (term 2) gets an entry only onto node 2, then loses leadership.
+  net.isolate(1);
+  assert.ok(net.get(1).node.propose(bytes('old')).ok);
+  net.cut.delete('1->2');
+  net.cut.delete('2->1');
+  net.settle();
+  const oldIndex = net.get(1).storage.lastIndex();
+  assert.equal(net.get(2).storage.lastIndex(), oldIndex, 'node 2 has the old entry');
+  assert.ok(net.get(1).node.status().commit < oldIndex, 'the old entry is not committed');
+  // Node 1 restarts and comes back as leader of a later term with the old entry still uncommitted.
+  net.restart(1);
+  net.heal();
+  net.hold = true;
+  for (const id of [2, 3, 4, 5]) net.tick(id, 10); // their leader lease runs out
+  net.settle();
+  net.held = [];
+  net.get(1).node.campaign();
+  net.settle();
+  // Deliver only vote traffic, then let node 3 acknowledge just the old entry.
+  const status = () => net.get(1).node.status();
+  for (let round = 0; round < 20 && status().role !== Role.Leader; round++) {
+    const held = net.held;
+    net.held = [];
+    for (const m of held) if (m.type !== MessageType.App) net.get(m.to).node.step(m);
+    net.settle();
+  }
+  assert.equal(status().role, Role.Leader);
+  assert.ok(status().lastIndex > oldIndex, 'the new leader appended an entry of its own term');
+  // Node 3 acknowledges the old entry: with 1 and 2, a majority has it, but it is from an older term.
+  net.get(1).node.step({ type: MessageType.AppResp, from: 3, to: 1, term: status().term, logTerm: 0, index: oldIndex, entries: [], commit: 0, reject: false, rejectHint: 0, snapshot: null, context: new Uint8Array(0) });
+  assert.ok(status().commit < oldIndex, `commit ${status().commit} must not reach the older-term entry ${oldIndex}`);
+});
+
+test('proposals: a follower forwards to the leader; with no leader the caller gets RAFTKV_NO_LEADER', () => {
+  const lonely = new TestNetwork([1, 2, 3]);
+  const result = lonely.get(2).node.propose(bytes('x'));
+  assert.equal(result.ok, false);
+  assert.equal(!result.ok && result.error.code, 'RAFTKV_NO_LEADER');
+
+  const net = new TestNetwork([1, 2, 3]);
+  net.elect(1);
+  assert.ok(net.get(3).node.propose(bytes('via-follower')).ok);
+  net.settle();
+  net.tickAll();
+  assert.deepEqual(net.appliedData(1), ['via-follower']);
+});
+
+test('bounded uncommitted log: a leader refuses proposals past uncommittedBytesMax with RAFTKV_PROPOSAL_DROPPED', () => {
+  const net = new TestNetwork([1, 2, 3], { uncommittedBytesMax: 100 });
+  net.elect(1);
+  net.isolate(1); // nothing commits
+  const results = Array.from({ length: 5 }, () => net.get(1).node.propose(new Uint8Array(40)));
+  assert.ok(results[0]!.ok && results[1]!.ok);
+  const refused = results.filter((r) => !r.ok);
+  assert.ok(refused.length >= 1);
+  assert.equal(!refused[0]!.ok && refused[0]!.error.code, 'RAFTKV_PROPOSAL_DROPPED');
+});
+
+test('flow control: a replicating follower never has more appends in flight than the window', () => {
+  const net = new TestNetwork([1, 2, 3], { inflightMessagesMax: 4, messageBytesMax: 1 });
+  net.elect(1);
+  net.hold = true;
+  for (let i = 0; i < 50; i++) net.get(1).node.propose(bytes(`e${i}`));
+  net.settle();
+  const appendsTo2 = net.held.filter((m) => m.type === MessageType.App && m.to === 2 && m.entries.length > 0);
+  assert.ok(appendsTo2.length <= 4, `${appendsTo2.length} appends in flight`);
+  net.hold = false;
+  for (const m of net.held) net.deliver(m);
+  net.held = [];
+  net.settle();
+  net.tickAll(3);
+  assert.equal(net.appliedData(2).length, 50);
+});
+
+test('ReadIndex: a partitioned old leader cannot confirm a read; the majority side can', () => {
+  const net = new TestNetwork([1, 2, 3]);
+  net.elect(1);
+  net.get(1).node.propose(bytes('a'));
+  net.settle();
+  net.isolate(1);
+  net.get(1).node.readIndex(bytes('stale?'));
+  net.settle();
+  let served = false;
+  for (let i = 0; i < 5; i++) {
+    net.tick(1);
+    if (net.get(1).node.hasReady()) served ||= net.get(1).node.ready().readStates.length > 0, net.get(1).node.advance();
+  }
+  assert.equal(served, false, 'no read state without a quorum');
+});
