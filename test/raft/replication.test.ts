@@ -65,8 +65,10 @@ test('§5.4.2 (Figure 8): a leader never commits an older-term entry by counting
   }
   assert.equal(status().role, Role.Leader);
   assert.ok(status().lastIndex > oldIndex, 'the new leader appended an entry of its own term');
-  // Node 3 acknowledges the old entry: with 1 and 2, a majority has it, but it is from an older term.
-  net.get(1).node.step({ type: MessageType.AppResp, from: 3, to: 1, term: status().term, logTerm: 0, index: oldIndex, entries: [], commit: 0, reject: false, rejectHint: 0, snapshot: null, context: new Uint8Array(0) });
+  // Nodes 2 and 3 acknowledge the old entry: with node 1, a majority has it, but it is from an older term.
+  for (const from of [2, 3]) {
+    net.get(1).node.step({ type: MessageType.AppResp, from, to: 1, term: status().term, logTerm: 0, index: oldIndex, entries: [], commit: 0, reject: false, rejectHint: 0, snapshot: null, context: new Uint8Array(0) });
+  }
   assert.ok(status().commit < oldIndex, `commit ${status().commit} must not reach the older-term entry ${oldIndex}`);
 });
 
