@@ -1,5 +1,5 @@
 // Seeded pseudo-random numbers for the pure core and the simulator. The core
-// never calls Math.random: its host injects a RandomSource, and the same seed
+// never draws from the global random generator: its host injects a RandomSource, and the same seed
 // gives the same sequence on every run (sfc32 over a splitmix32-expanded seed).
 
 /** Returns an integer in [0, maxExclusive). */
