@@ -1,3 +1,5 @@
 // raftkv/testing: conformance suites and test doubles for users' own
 // implementations of raftkv's plug-in interfaces.
-export {};
+export { logStorageSuite } from './storage/log/compliance.ts';
+export type { LogStorageSuiteOptions } from './storage/log/compliance.ts';
+export { MemoryLogStorage } from './storage/log/memory.ts';

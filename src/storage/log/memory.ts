@@ -75,6 +75,12 @@ export class MemoryLogStorage implements LogStorage {
 
   /** save() without the promise: the deterministic simulator's write. */
   saveSync(update: LogUpdate): void {
+    this.validate(update);
+    this.applyValidated(update);
+  }
+
+  /** Throws InvalidArgumentError if `update` cannot be applied; changes nothing. */
+  validate(update: LogUpdate): void {
     this.ensureOpen();
     const snapshot = update.snapshot;
     if (snapshot !== null) {
@@ -91,7 +97,10 @@ export class MemoryLogStorage implements LogStorage {
       if (first <= floor) throw new InvalidArgumentError(`entry ${first} is at or below the log's start ${floor}`);
       if (first > base + 1) throw new InvalidArgumentError(`entry ${first} leaves a gap after ${base}`);
     }
-    // All checks passed: apply atomically.
+  }
+
+  private applyValidated(update: LogUpdate): void {
+    const { snapshot, entries } = update;
     if (snapshot !== null) {
       this.latestSnapshot = snapshot;
       this.compactedIndex = snapshot.index;
@@ -124,11 +133,17 @@ export class MemoryLogStorage implements LogStorage {
   }
 
   createSnapshotSync(metadata: SnapshotMetadata): void {
+    this.validateSnapshot(metadata);
+    this.latestSnapshot = metadata;
+  }
+
+  validateSnapshot(metadata: SnapshotMetadata): void {
     this.ensureOpen();
-    if (metadata.index <= this.latestSnapshot.index) throw new InvalidArgumentError(`snapshot ${metadata.index} is not newer than ${this.latestSnapshot.index}`);
+    if (!Number.isSafeInteger(metadata.index) || metadata.index <= this.latestSnapshot.index) {
+      throw new InvalidArgumentError(`snapshot ${metadata.index} is not newer than ${this.latestSnapshot.index}`);
+    }
     if (metadata.index > this.lastIndex()) throw new LogUnavailableError(metadata.index, this.lastIndex());
     if (this.term(metadata.index) !== metadata.term) throw new InvalidArgumentError(`snapshot term ${metadata.term} does not match entry ${metadata.index}`);
-    this.latestSnapshot = metadata;
   }
 
   compact(compactIndex: number): Promise<void> {
@@ -141,16 +156,42 @@ export class MemoryLogStorage implements LogStorage {
   }
 
   compactSync(compactIndex: number): void {
-    this.ensureOpen();
-    if (compactIndex <= this.compactedIndex) return;
-    if (compactIndex > this.latestSnapshot.index) {
-      throw new InvalidArgumentError(`cannot compact through ${compactIndex}: the latest snapshot is at ${this.latestSnapshot.index}`);
-    }
+    if (!this.validateCompact(compactIndex)) return;
     const term = this.term(compactIndex);
     this.entriesList = this.entriesList.slice(compactIndex - this.compactedIndex);
     this.compactedIndex = compactIndex;
     this.compactedTerm = term;
     assert(this.firstIndex() === compactIndex + 1, 'compaction left the wrong first index');
+  }
+
+  /** Whether compacting through compactIndex would do anything; throws if it is not allowed. */
+  validateCompact(compactIndex: number): boolean {
+    this.ensureOpen();
+    if (!Number.isSafeInteger(compactIndex)) throw new InvalidArgumentError(`compact index must be an integer, got ${compactIndex}`);
+    if (compactIndex <= this.compactedIndex) return false;
+    if (compactIndex > this.latestSnapshot.index) {
+      throw new InvalidArgumentError(`cannot compact through ${compactIndex}: the latest snapshot is at ${this.latestSnapshot.index}`);
+    }
+    return true;
+  }
+
+  /** Rebuilds a view from recovered state (ClassicLogStorage.open). */
+  static fromRecovered(state: {
+    hardState: HardState;
+    snapshot: SnapshotMetadata;
+    compactedIndex: number;
+    compactedTerm: number;
+    entries: Entry[];
+    written: boolean;
+  }): MemoryLogStorage {
+    const view = new MemoryLogStorage();
+    view.hardState = state.hardState;
+    view.latestSnapshot = state.snapshot;
+    view.compactedIndex = state.compactedIndex;
+    view.compactedTerm = state.compactedTerm;
+    view.entriesList = state.entries;
+    view.written = state.written;
+    return view;
   }
 
   /** An independent copy of everything written so far. */

@@ -1,0 +1,216 @@
+// The Raft log on classic-level: every save() is one atomic batch (synced
+// when asked), and open() recovers hard state, snapshot metadata and entries,
+// verifying each entry's checksum and that indexes run contiguously. The
+// core's synchronous read view is a MemoryLogStorage kept in step with the
+// disk (entries since the last compaction stay in memory). A failed write
+// stops the storage for good: it may or may not have reached the disk, and
+// retrying after a failed fsync is how data gets lost (fsyncgate).
+
+import { ClassicLevel } from 'classic-level';
+import createDebug from 'debug';
+import { InvalidArgumentError, RaftKVError } from '../../raft/errors.ts';
+import type { InitialState } from '../../raft/storage.ts';
+import type { ConfState, Entry, HardState, SnapshotMetadata } from '../../raft/types.ts';
+import {
+  decodeEntry,
+  decodeHardState,
+  decodeLogStart,
+  decodeSnapshotMetadata,
+  encodeEntry,
+  encodeHardState,
+  encodeLogStart,
+  encodeSnapshotMetadata,
+  ENTRY_KEY_HIGH,
+  ENTRY_KEY_LOW,
+  entryKey,
+  HARD_STATE_KEY,
+  indexOfEntryKey,
+  LOG_START_KEY,
+  SNAPSHOT_KEY,
+} from './codec.ts';
+import { MemoryLogStorage } from './memory.ts';
+import type { LogStorage, LogUpdate } from './types.ts';
+
+const log = createDebug('raftkv:storage');
+
+/** A write to the log failed; the storage (and its node) must stop. */
+export class StorageFailedError extends RaftKVError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('RAFTKV_STORAGE_FAILED', message, options);
+  }
+}
+
+/** Recovery found a damaged or inconsistent log. */
+export class LogCorruptError extends RaftKVError {
+  readonly index: number;
+  constructor(index: number, message: string) {
+    super('RAFTKV_LOG_CORRUPT', `log corrupt at index ${index}: ${message}`);
+    this.index = index;
+  }
+}
+
+type Database = ClassicLevel<Uint8Array, Uint8Array>;
+type Operation = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
+
+const EMPTY_CONF: ConfState = { voters: [], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
+
+export class ClassicLogStorage implements LogStorage {
+  private failure: Error | null = null;
+  private closed = false;
+
+  private constructor(
+    private readonly db: Database,
+    private readonly view: MemoryLogStorage,
+  ) {}
+
+  static async open(directory: string): Promise<ClassicLogStorage> {
+    if (typeof directory !== 'string' || directory.length === 0) throw new InvalidArgumentError('directory must be a non-empty string');
+    const db: Database = new ClassicLevel(directory, { keyEncoding: 'view', valueEncoding: 'view' });
+    await db.open();
+    try {
+      const view = await recover(db);
+      return new ClassicLogStorage(db, view);
+    } catch (error) {
+      await db.close();
+      throw error;
+    }
+  }
+
+  // ---- RaftLogReader: served from memory ----
+
+  initialState(): InitialState {
+    this.ensureUsable();
+    return this.view.initialState();
+  }
+
+  entries(lo: number, hi: number, maxBytes: number): readonly Entry[] {
+    this.ensureUsable();
+    return this.view.entries(lo, hi, maxBytes);
+  }
+
+  term(index: number): number {
+    this.ensureUsable();
+    return this.view.term(index);
+  }
+
+  firstIndex(): number {
+    return this.view.firstIndex();
+  }
+
+  lastIndex(): number {
+    return this.view.lastIndex();
+  }
+
+  snapshot(): SnapshotMetadata {
+    return this.view.snapshot();
+  }
+
+  isEmpty(): boolean {
+    return this.view.isEmpty();
+  }
+
+  // ---- Writes: disk first, then the view ----
+
+  async save(update: LogUpdate): Promise<void> {
+    this.ensureUsable();
+    this.view.validate(update);
+    const operations: Operation[] = [];
+    const oldFirst = this.view.firstIndex();
+    const oldLast = this.view.lastIndex();
+    if (update.snapshot !== null) {
+      // The whole log is replaced.
+      for (let index = oldFirst; index <= oldLast; index++) operations.push({ type: 'del', key: entryKey(index) });
+      operations.push({ type: 'put', key: SNAPSHOT_KEY, value: encodeSnapshotMetadata(update.snapshot) });
+      operations.push({ type: 'put', key: LOG_START_KEY, value: encodeLogStart({ index: update.snapshot.index, term: update.snapshot.term }) });
+    }
+    const entries = update.entries;
+    if (entries.length > 0) {
+      const newLast = entries[entries.length - 1]!.index;
+      // A conflicting suffix longer than the new entries is removed.
+      if (update.snapshot === null) for (let index = newLast + 1; index <= oldLast; index++) operations.push({ type: 'del', key: entryKey(index) });
+      for (const entry of entries) operations.push({ type: 'put', key: entryKey(entry.index), value: encodeEntry(entry) });
+    }
+    if (update.hardState !== null) operations.push({ type: 'put', key: HARD_STATE_KEY, value: encodeHardState(update.hardState) });
+    if (operations.length > 0) await this.write(operations, update.sync);
+    this.view.saveSync(update);
+  }
+
+  async bootstrap(confState: ConfState): Promise<void> {
+    this.ensureUsable();
+    if (!this.view.isEmpty()) throw new InvalidArgumentError('cannot bootstrap a log that is not empty');
+    await this.save({ snapshot: { index: 1, term: 1, confState }, entries: [], hardState: { term: 1, vote: 0, commit: 1 }, sync: true });
+  }
+
+  async createSnapshot(metadata: SnapshotMetadata): Promise<void> {
+    this.ensureUsable();
+    this.view.validateSnapshot(metadata);
+    await this.write([{ type: 'put', key: SNAPSHOT_KEY, value: encodeSnapshotMetadata(metadata) }], true);
+    this.view.createSnapshotSync(metadata);
+  }
+
+  async compact(compactIndex: number): Promise<void> {
+    this.ensureUsable();
+    if (!this.view.validateCompact(compactIndex)) return;
+    const operations: Operation[] = [];
+    for (let index = this.view.firstIndex(); index <= compactIndex; index++) operations.push({ type: 'del', key: entryKey(index) });
+    operations.push({ type: 'put', key: LOG_START_KEY, value: encodeLogStart({ index: compactIndex, term: this.view.term(compactIndex) }) });
+    // Not synced: if lost, the old entries simply reappear on restart.
+    await this.write(operations, false);
+    this.view.compactSync(compactIndex);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.db.close();
+  }
+
+  private async write(operations: Operation[], sync: boolean): Promise<void> {
+    try {
+      await this.db.batch(operations, { sync });
+    } catch (error) {
+      this.failure = new StorageFailedError('a log write failed; the node must stop (never retry a failed sync)', { cause: error });
+      log('log write failed: %O', error);
+      throw this.failure;
+    }
+  }
+
+  private ensureUsable(): void {
+    if (this.failure !== null) throw this.failure;
+    if (this.closed) throw new StorageFailedError('the log storage is closed');
+  }
+}
+
+/** Reads everything back and checks it; throws LogCorruptError naming the first bad index. */
+async function recover(db: Database): Promise<MemoryLogStorage> {
+  const [hardRecord, snapshotRecord, startRecord] = await db.getMany([HARD_STATE_KEY, SNAPSHOT_KEY, LOG_START_KEY]);
+  const written = hardRecord !== undefined || snapshotRecord !== undefined;
+  const hardState: HardState | null = hardRecord === undefined ? { term: 0, vote: 0, commit: 0 } : decodeHardState(hardRecord);
+  if (hardState === null) throw new LogCorruptError(0, 'the hard state record does not decode');
+  const snapshot = snapshotRecord === undefined ? { index: 0, term: 0, confState: EMPTY_CONF } : decodeSnapshotMetadata(snapshotRecord);
+  if (snapshot === null) throw new LogCorruptError(0, 'the snapshot record does not decode');
+  const start = startRecord === undefined ? { index: snapshot.index, term: snapshot.term } : decodeLogStart(startRecord);
+  if (start === null) throw new LogCorruptError(0, 'the log start record does not decode');
+
+  const entries: Entry[] = [];
+  let expected = start.index + 1;
+  let previousTerm = start.term;
+  for await (const [key, value] of db.iterator({ gte: ENTRY_KEY_LOW, lt: ENTRY_KEY_HIGH })) {
+    const index = indexOfEntryKey(key);
+    if (index <= start.index) continue; // left behind by a compaction that was not synced: harmless
+    if (index !== expected) throw new LogCorruptError(expected, `entry ${expected} is missing (next stored entry is ${index})`);
+    const entry = decodeEntry(value);
+    if (entry === null) throw new LogCorruptError(index, 'checksum mismatch or malformed entry');
+    if (entry.index !== index) throw new LogCorruptError(index, `entry stored under index ${index} says it is ${entry.index}`);
+    if (entry.term < previousTerm) throw new LogCorruptError(index, `term ${entry.term} is below the previous term ${previousTerm}`);
+    entries.push(entry);
+    previousTerm = entry.term;
+    expected += 1;
+  }
+  const lastIndex = start.index + entries.length;
+  if (hardState.commit > lastIndex) throw new LogCorruptError(lastIndex + 1, `committed index ${hardState.commit} is beyond the last entry ${lastIndex}`);
+  if (snapshot.index > lastIndex || snapshot.index < start.index) {
+    throw new LogCorruptError(snapshot.index, `snapshot ${snapshot.index} is outside the stored log [${start.index}, ${lastIndex}]`);
+  }
+  return MemoryLogStorage.fromRecovered({ hardState, snapshot, compactedIndex: start.index, compactedTerm: start.term, entries, written });
+}

@@ -1,0 +1,90 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ClassicLevel } from 'classic-level';
+import { logStorageSuite } from '../../src/testing.ts';
+import { MemoryLogStorage } from '../../src/storage/log/memory.ts';
+import { ClassicLogStorage } from '../../src/storage/log/classic.ts';
+import { entryKey } from '../../src/storage/log/codec.ts';
+import type { LogStorage } from '../../src/storage/log/types.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'raftkv-log-'));
+test.after(() => rmSync(root, { recursive: true, force: true }));
+let counter = 0;
+const directories = new WeakMap<LogStorage, string>();
+
+logStorageSuite({ test, name: 'MemoryLogStorage', factory: async () => new MemoryLogStorage() });
+
+logStorageSuite({
+  test,
+  name: 'ClassicLogStorage',
+  factory: async () => {
+    const directory = join(root, `db-${++counter}`);
+    const storage = await ClassicLogStorage.open(directory);
+    directories.set(storage, directory);
+    return storage;
+  },
+  reopen: async (storage) => {
+    const directory = directories.get(storage)!;
+    await storage.close();
+    const reopened = await ClassicLogStorage.open(directory);
+    directories.set(reopened, directory);
+    return reopened;
+  },
+});
+
+async function corrupt(directory: string, index: number, mutate: (value: Uint8Array) => Uint8Array | null): Promise<void> {
+  const db = new ClassicLevel<Uint8Array, Uint8Array>(directory, { keyEncoding: 'view', valueEncoding: 'view' });
+  await db.open();
+  const value = await db.get(entryKey(index));
+  assert.ok(value !== undefined);
+  const next = mutate(value);
+  if (next === null) await db.del(entryKey(index));
+  else await db.put(entryKey(index), next);
+  await db.close();
+}
+
+async function writeLog(directory: string): Promise<void> {
+  const storage = await ClassicLogStorage.open(directory);
+  await storage.bootstrap({ voters: [1], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false });
+  const entries = Array.from({ length: 20 }, (_, i) => ({ index: i + 2, term: 2, type: 0 as const, data: new Uint8Array(100).fill(i) }));
+  await storage.save({ snapshot: null, entries, hardState: { term: 2, vote: 1, commit: 10 }, sync: true });
+  await storage.close();
+}
+
+test('ClassicLogStorage: a flipped byte in a stored entry is detected on open, naming the index', async () => {
+  const directory = join(root, 'corrupt-byte');
+  await writeLog(directory);
+  await corrupt(directory, 13, (value) => {
+    const copy = value.slice();
+    copy[copy.length - 5]! ^= 0x01;
+    return copy;
+  });
+  await assert.rejects(ClassicLogStorage.open(directory), (error: unknown) => {
+    const e = error as { code?: string; index?: number };
+    return e.code === 'RAFTKV_LOG_CORRUPT' && e.index === 13;
+  });
+});
+
+test('ClassicLogStorage: a missing entry in the middle is detected on open', async () => {
+  const directory = join(root, 'corrupt-gap');
+  await writeLog(directory);
+  await corrupt(directory, 7, () => null);
+  await assert.rejects(ClassicLogStorage.open(directory), (error: unknown) => {
+    const e = error as { code?: string; index?: number };
+    return e.code === 'RAFTKV_LOG_CORRUPT' && e.index === 7;
+  });
+});
+
+test('ClassicLogStorage: an entry stored under the wrong index is detected', async () => {
+  const directory = join(root, 'corrupt-moved');
+  await writeLog(directory);
+  const db = new ClassicLevel<Uint8Array, Uint8Array>(directory, { keyEncoding: 'view', valueEncoding: 'view' });
+  await db.open();
+  const twelve = await db.get(entryKey(12));
+  await db.put(entryKey(11), twelve!);
+  await db.close();
+  await assert.rejects(ClassicLogStorage.open(directory), { code: 'RAFTKV_LOG_CORRUPT' });
+});
