@@ -837,8 +837,8 @@ export class Raft {
     const next = nextConfState(this.conf, change);
     this.setConf(next);
     if (this.role === Role.Leader) {
-      if (!this.progress.has(this.id)) {
-        // A removed leader steps down (etcd #11038).
+      if (this.progress.get(this.id)?.isLearner !== false) {
+        // A removed (or demoted to learner) leader steps down (etcd #11038).
         this.becomeFollower(this.term, NONE);
       } else {
         if (this.maybeCommit()) this.broadcastAppend();

@@ -1,12 +1,15 @@
 // A tiny synchronous network for scenario tests of the Raft core: nodes with
 // memory storage, Ready cycles run to quiescence, per-link drops, and the
-// ability to hold messages back so a test can deliver them by hand.
+// ability to hold messages back so a test can deliver them by hand. Committed
+// membership changes are applied as a host does; nodes may join with an empty
+// log, and hosts may snapshot and compact their logs.
 
 import { RawNode } from '../../src/raft/raw-node.ts';
 import type { RaftConfig } from '../../src/raft/raw-node.ts';
+import { decodeConfChange } from '../../src/raft/raw-node.ts';
 import { createRandom } from '../../src/raft/random.ts';
 import { EntryType } from '../../src/raft/types.ts';
-import type { ConfState, Entry, Message, NodeId } from '../../src/raft/types.ts';
+import type { ConfChange, ConfChangeSingle, ConfState, Entry, Message, NodeId, SnapshotMetadata } from '../../src/raft/types.ts';
 import { MemoryLogStorage } from '../../src/storage/log/memory.ts';
 
 export interface TestNode {
@@ -14,6 +17,10 @@ export interface TestNode {
   node: RawNode;
   storage: MemoryLogStorage;
   applied: Entry[];
+  /** The membership as this host last applied it (from a snapshot or a ConfChange entry). */
+  confState: ConfState;
+  /** Snapshots this node installed through Ready (metadata only). */
+  installedSnapshots: SnapshotMetadata[];
 }
 
 export function confOf(voters: NodeId[], learners: NodeId[] = []): ConfState {
@@ -27,6 +34,9 @@ export class TestNetwork {
   /** When set, messages are queued here instead of delivered. */
   hold = false;
   held: Message[] = [];
+  /** When set, every delivered message is appended to `delivered`. */
+  record = false;
+  delivered: Message[] = [];
 
   constructor(
     ids: NodeId[],
@@ -36,7 +46,7 @@ export class TestNetwork {
     for (const id of [...ids, ...learners]) {
       const storage = new MemoryLogStorage();
       storage.saveSync({ snapshot: { index: 1, term: 1, confState: confOf(ids, learners) }, entries: [], hardState: { term: 1, vote: 0, commit: 1 }, sync: true });
-      this.nodes.set(id, { id, storage, node: this.makeNode(id, storage), applied: [] });
+      this.nodes.set(id, { id, storage, node: this.makeNode(id, storage), applied: [], confState: confOf(ids, learners), installedSnapshots: [] });
     }
   }
 
@@ -73,7 +83,14 @@ export class TestNetwork {
         const out = [...ready.messagesBeforePersist];
         member.storage.saveSync({ snapshot: ready.snapshot, entries: ready.entries, hardState: ready.hardState, sync: ready.mustSync });
         out.push(...ready.messages);
-        for (const entry of ready.committedEntries) member.applied.push(entry);
+        if (ready.snapshot !== null) {
+          member.installedSnapshots.push(ready.snapshot);
+          member.confState = ready.snapshot.confState;
+        }
+        for (const entry of ready.committedEntries) {
+          member.applied.push(entry);
+          if (entry.type === EntryType.ConfChange) member.confState = member.node.applyConfChange(decodeConfChange(entry.data));
+        }
         member.node.advance();
         for (const message of out) this.deliver(message);
       }
@@ -88,6 +105,7 @@ export class TestNetwork {
       this.held.push(message);
       return;
     }
+    if (this.record) this.delivered.push(message);
     this.nodes.get(message.to)?.node.step(message);
   }
 
@@ -124,7 +142,41 @@ export class TestNetwork {
     member.storage = member.storage.clone();
     member.node = this.makeNode(id, member.storage, extra);
     member.applied = [];
+    member.confState = member.storage.snapshot().confState;
   }
+
+  /** A new member's process: empty storage, no configuration (it learns one from the leader). */
+  addNode(id: NodeId): TestNode {
+    if (this.nodes.has(id)) throw new Error(`node ${id} exists`);
+    const storage = new MemoryLogStorage();
+    const member: TestNode = { id, storage, node: this.makeNode(id, storage), applied: [], confState: confOf([]), installedSnapshots: [] };
+    this.nodes.set(id, member);
+    return member;
+  }
+
+  /** The host of `id` snapshots its state machine at its applied index and compacts its log through it. */
+  compact(id: NodeId): number {
+    const member = this.get(id);
+    const index = member.node.status().applied;
+    member.storage.createSnapshotSync({ index, term: member.storage.term(index), confState: member.confState });
+    member.storage.compactSync(index);
+    return index;
+  }
+
+  /** Runs election-timeout ticks on the given nodes only (settling after each) until `done` or `limit` rounds. */
+  tickUntil(ids: NodeId[], done: () => boolean, limit = 100): boolean {
+    for (let i = 0; i < limit; i++) {
+      if (done()) return true;
+      for (const id of ids) this.tick(id);
+      this.settle();
+    }
+    return done();
+  }
+}
+
+/** A ConfChange record (context empty). */
+export function confChange(transition: ConfChange['transition'], ...changes: ConfChangeSingle[]): ConfChange {
+  return { transition, changes, context: new Uint8Array(0) };
 }
 
 export const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
