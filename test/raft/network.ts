@@ -9,7 +9,7 @@ import type { RaftConfig } from '../../src/raft/raw-node.ts';
 import { decodeConfChange } from '../../src/raft/raw-node.ts';
 import { createRandom } from '../../src/raft/random.ts';
 import { EntryType } from '../../src/raft/types.ts';
-import type { ConfChange, ConfChangeSingle, ConfState, Entry, Message, NodeId, SnapshotMetadata } from '../../src/raft/types.ts';
+import type { ConfChange, ConfChangeSingle, ConfState, Entry, Message, NodeId, ReadState, SnapshotMetadata } from '../../src/raft/types.ts';
 import { MemoryLogStorage } from '../../src/storage/log/memory.ts';
 
 export interface TestNode {
@@ -21,6 +21,8 @@ export interface TestNode {
   confState: ConfState;
   /** Snapshots this node installed through Ready (metadata only). */
   installedSnapshots: SnapshotMetadata[];
+  /** Read states this node's Readies handed out (confirmed ReadIndex requests). */
+  readStates: ReadState[];
 }
 
 export function confOf(voters: NodeId[], learners: NodeId[] = []): ConfState {
@@ -46,7 +48,7 @@ export class TestNetwork {
     for (const id of [...ids, ...learners]) {
       const storage = new MemoryLogStorage();
       storage.saveSync({ snapshot: { index: 1, term: 1, confState: confOf(ids, learners) }, entries: [], hardState: { term: 1, vote: 0, commit: 1 }, sync: true });
-      this.nodes.set(id, { id, storage, node: this.makeNode(id, storage), applied: [], confState: confOf(ids, learners), installedSnapshots: [] });
+      this.nodes.set(id, { id, storage, node: this.makeNode(id, storage), applied: [], confState: confOf(ids, learners), installedSnapshots: [], readStates: [] });
     }
   }
 
@@ -91,6 +93,7 @@ export class TestNetwork {
           member.applied.push(entry);
           if (entry.type === EntryType.ConfChange) member.confState = member.node.applyConfChange(decodeConfChange(entry.data));
         }
+        member.readStates.push(...ready.readStates);
         member.node.advance();
         for (const message of out) this.deliver(message);
       }
@@ -149,7 +152,7 @@ export class TestNetwork {
   addNode(id: NodeId): TestNode {
     if (this.nodes.has(id)) throw new Error(`node ${id} exists`);
     const storage = new MemoryLogStorage();
-    const member: TestNode = { id, storage, node: this.makeNode(id, storage), applied: [], confState: confOf([]), installedSnapshots: [] };
+    const member: TestNode = { id, storage, node: this.makeNode(id, storage), applied: [], confState: confOf([]), installedSnapshots: [], readStates: [] };
     this.nodes.set(id, member);
     return member;
   }
