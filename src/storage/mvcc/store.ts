@@ -1,0 +1,626 @@
+// The MVCC store: an etcd v3-style multi-version key-value store. The index
+// of every key's revisions lives in memory (key-index.ts); the rows — one
+// per revision, keyed by revision — live in classic-level, next to one meta
+// row holding the applied Raft index, the current and the compact revision.
+// Each applied batch is one atomic write of its rows and the meta row, so a
+// restart applies every Raft entry exactly once; it is published to the
+// index only after the write, so reads never see what the disk may not
+// have. Writes are not synced (the Raft log is the durable record);
+// flush() syncs before the log is compacted behind the store.
+//
+// Compaction is logical at once (reads below the compact revision fail) and
+// physical in the background: the index is pruned a slice of keys at a
+// time, and rows are deleted once every read that might still need them has
+// finished. Snapshots stream every row; a restore writes a new database
+// beside the old one and switches atomically.
+
+import { createHash } from 'node:crypto';
+import { mkdir, open as openFile, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ClassicLevel } from 'classic-level';
+import createDebug from 'debug';
+import { Packr } from 'msgpackr';
+import { assert, InvalidArgumentError } from '../../raft/errors.ts';
+import { StorageFailedError } from '../log/classic.ts';
+import { applyRequest, BatchState } from './apply.ts';
+import { CompactedError, FutureRevisionError } from './errors.ts';
+import { KeyIndex, unreachableCount } from './key-index.ts';
+import type { RevisionRecord } from './key-index.ts';
+import { indexKey, revisionOfRowKey, ROW_KEY_BYTES, ROW_PREFIX, rowKey } from './keys.ts';
+import type { Event, RangeRequest, RangeResponse, WriteRequest, WriteResponse } from './types.ts';
+import { validateRangeRequest } from './validate.ts';
+import { EMPTY_BYTES, finishPlan, IndexView, keyValueOf, planRange } from './view.ts';
+import type { RangePlan } from './view.ts';
+
+const log = createDebug('raftkv:mvcc');
+
+type Database = ClassicLevel<Uint8Array, Uint8Array>;
+
+const META_KEY = Uint8Array.of(0x6d); // 'm', sorts before every row key
+const META_FORMAT = 1;
+const SNAPSHOT_FORMAT = 'raftkv-mvcc-snapshot/1';
+const CURRENT_FILE = 'CURRENT';
+const packr = new Packr({ useRecords: false, mapsAsObjects: true });
+
+export interface MvccOptions {
+  /** Live data (keys and latest values) the store accepts before refusing writes with RAFTKV_NO_SPACE. Default 2 GiB. */
+  readonly quotaBytes?: number;
+  /** Keys the background compaction prunes per step before yielding. Default 10,000. */
+  readonly compactionKeysPerStep?: number;
+  /** Target size of one snapshot chunk. Default 1 MiB. */
+  readonly snapshotChunkBytes?: number;
+}
+
+export interface MvccStatus {
+  readonly appliedIndex: number;
+  readonly currentRevision: number;
+  readonly compactRevision: number;
+  readonly keyCount: number;
+  readonly liveBytes: number;
+}
+
+export interface ApplyItem {
+  readonly index: number;
+  /** Undefined for entries that carry no store request (no-ops, membership changes). */
+  readonly request: WriteRequest | undefined;
+}
+
+interface Meta {
+  appliedIndex: number;
+  currentRevision: number;
+  compactRevision: number;
+}
+
+interface Row {
+  readonly key: Uint8Array;
+  readonly record: RevisionRecord;
+}
+
+function encodeRow(key: Uint8Array, record: RevisionRecord): Uint8Array {
+  return packr.pack([key, record.value ?? EMPTY_BYTES, record.createRevision, record.version, record.lease, record.tombstone ? 1 : 0]);
+}
+
+function decodeRow(rowKeyBytes: Uint8Array, bytes: Uint8Array): Row {
+  const { main, sub } = revisionOfRowKey(rowKeyBytes);
+  const fields = packr.unpack(bytes) as unknown[];
+  assert(Array.isArray(fields) && fields.length === 6, `row ${main}.${sub} is malformed`);
+  const [key, value, createRevision, version, lease, tombstone] = fields as [Uint8Array, Uint8Array, number, number, number, number];
+  assert(key instanceof Uint8Array && value instanceof Uint8Array, `row ${main}.${sub} has malformed bytes`);
+  return { key, record: { main, sub, createRevision, version, lease, tombstone: tombstone === 1, value } };
+}
+
+function encodeMeta(meta: Meta): Uint8Array {
+  return packr.pack([META_FORMAT, meta.appliedIndex, meta.currentRevision, meta.compactRevision]);
+}
+
+function decodeMeta(bytes: Uint8Array): Meta {
+  const fields = packr.unpack(bytes) as unknown[];
+  assert(Array.isArray(fields) && fields[0] === META_FORMAT && fields.length === 4, 'the store meta row is malformed');
+  const [, appliedIndex, currentRevision, compactRevision] = fields as number[];
+  return { appliedIndex: appliedIndex as number, currentRevision: currentRevision as number, compactRevision: compactRevision as number };
+}
+
+const ROWS_LOW = rowKey(0, 0);
+const ROWS_HIGH = Uint8Array.of(ROW_PREFIX + 1);
+
+async function writeFileSynced(path: string, contents: string): Promise<void> {
+  const handle = await openFile(path, 'w');
+  try {
+    await handle.writeFile(contents);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function syncDirectory(path: string): Promise<void> {
+  const handle = await openFile(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+export class MvccStore {
+  private readonly index = new KeyIndex();
+  private meta: Meta = { appliedIndex: 0, currentRevision: 0, compactRevision: 0 };
+  private liveBytes = 0;
+  private failure: Error | null = null;
+  private closed = false;
+  private applying = false;
+  private readonly readsInFlight = new Set<Promise<unknown>>();
+  private pruning: Promise<void> | null = null;
+  private prunedRevision = 0;
+  private restoring: Promise<void> | null = null;
+  private readonly quotaBytes: number;
+  private readonly compactionKeysPerStep: number;
+  private readonly snapshotChunkBytes: number;
+  private readonly committedView: IndexView;
+
+  private constructor(
+    private readonly directory: string,
+    private db: Database,
+    private generation: number,
+    options: MvccOptions,
+  ) {
+    this.quotaBytes = options.quotaBytes ?? 2 * 1024 ** 3;
+    this.compactionKeysPerStep = options.compactionKeysPerStep ?? 10_000;
+    this.snapshotChunkBytes = options.snapshotChunkBytes ?? 1024 * 1024;
+    for (const [name, value] of Object.entries({
+      quotaBytes: this.quotaBytes,
+      compactionKeysPerStep: this.compactionKeysPerStep,
+      snapshotChunkBytes: this.snapshotChunkBytes,
+    })) {
+      if (!Number.isSafeInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a positive integer`);
+    }
+    this.committedView = new IndexView(
+      this.index,
+      () => this.meta.currentRevision,
+      () => this.meta.compactRevision,
+    );
+  }
+
+  /** Opens (or creates) the store in a directory, rebuilding the index from its rows. */
+  static async open(directory: string, options: MvccOptions = {}): Promise<MvccStore> {
+    await mkdir(directory, { recursive: true });
+    let generation = 1;
+    try {
+      generation = Number.parseInt((await readFile(join(directory, CURRENT_FILE), 'utf8')).trim(), 10);
+      assert(Number.isSafeInteger(generation) && generation >= 1, 'the store CURRENT file is malformed');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      await writeFileSynced(join(directory, CURRENT_FILE), '1\n');
+      await syncDirectory(directory);
+    }
+    await removeStaleDatabases(directory, generation);
+    const db: Database = new ClassicLevel(join(directory, `db-${generation}`), { keyEncoding: 'view', valueEncoding: 'view' });
+    await db.open();
+    const store = new MvccStore(directory, db, generation, options);
+    await store.rebuild();
+    return store;
+  }
+
+  appliedIndex(): number {
+    return this.meta.appliedIndex;
+  }
+
+  get currentRevision(): number {
+    return this.meta.currentRevision;
+  }
+
+  get compactRevision(): number {
+    return this.meta.compactRevision;
+  }
+
+  status(): MvccStatus {
+    return { ...this.meta, keyCount: this.index.keyCount, liveBytes: this.liveBytes };
+  }
+
+  /** Approximate bytes on disk. */
+  async dbSizeBytes(): Promise<number> {
+    this.throwIfUnusable();
+    return this.db.approximateSize(META_KEY, ROWS_HIGH);
+  }
+
+  /** A range read at the current or a past revision (see RangeRequest). */
+  async range(request: RangeRequest): Promise<RangeResponse> {
+    validateRangeRequest(request);
+    if (this.restoring !== null) await this.restoring;
+    this.throwIfUnusable();
+    const plan = planRange(this.committedView, request);
+    return this.track(this.resolve(plan));
+  }
+
+  /**
+   * Applies committed requests in order, with the applied index, as one
+   * atomic write. Items at or below the applied index were applied before
+   * (a restart, or a snapshot that got ahead of the log) and are skipped:
+   * their response is undefined.
+   */
+  async applyBatch(items: readonly ApplyItem[]): Promise<(WriteResponse | undefined)[]> {
+    this.throwIfUnusable();
+    assert(!this.applying && this.restoring === null, 'one apply at a time, never during a restore');
+    this.applying = true;
+    try {
+      return await this.applyExclusive(items);
+    } finally {
+      this.applying = false;
+    }
+  }
+
+  private async applyExclusive(items: readonly ApplyItem[]): Promise<(WriteResponse | undefined)[]> {
+    const batch = new BatchState(this.meta.currentRevision, this.meta.compactRevision, this.liveBytes, this.quotaBytes);
+    const responses: (WriteResponse | undefined)[] = [];
+    let appliedIndex = this.meta.appliedIndex;
+    let previousIndex = 0;
+    for (const item of items) {
+      assert(Number.isSafeInteger(item.index) && item.index > previousIndex, 'applied indexes must increase');
+      previousIndex = item.index;
+      if (item.index <= appliedIndex) {
+        responses.push(undefined);
+        continue;
+      }
+      appliedIndex = item.index;
+      responses.push(item.request === undefined ? undefined : applyRequest(this.index, batch, item.request));
+    }
+    if (appliedIndex === this.meta.appliedIndex) return responses;
+    const meta: Meta = { appliedIndex, currentRevision: batch.revision, compactRevision: batch.compactRevision };
+    const operations = batch.written.map(({ key, record }) => ({
+      type: 'put' as const,
+      key: rowKey(record.main, record.sub),
+      value: encodeRow(key, record),
+    }));
+    operations.push({ type: 'put', key: META_KEY, value: encodeMeta(meta) });
+    await this.write(operations, false);
+    this.publish(batch, meta);
+    if (batch.deferred.length > 0) {
+      await this.track(
+        Promise.all(
+          batch.deferred.map(async ({ plan, response }) => {
+            const resolved = await this.resolve(plan);
+            response.kvs = resolved.kvs;
+            response.more = resolved.more;
+          }),
+        ),
+      );
+    }
+    return responses;
+  }
+
+  private publish(batch: BatchState, meta: Meta): void {
+    for (const { key, record } of batch.written) this.index.append(indexKey(key), key, record);
+    const compacted = meta.compactRevision > this.meta.compactRevision;
+    this.meta = meta;
+    this.liveBytes = batch.liveBytes;
+    if (compacted) this.schedulePrune();
+  }
+
+  /**
+   * The changes of revisions fromRevision..toRevision, in order, as events
+   * (without previous key-values), for watchers catching up from history.
+   * Stops after about rowsMax changes but never inside a revision; reports
+   * the revision to continue from.
+   */
+  async readEvents(fromRevision: number, toRevision: number, rowsMax: number): Promise<{ events: Event[]; nextRevision: number }> {
+    if (!Number.isSafeInteger(fromRevision) || fromRevision < 1 || !Number.isSafeInteger(toRevision) || !Number.isSafeInteger(rowsMax) || rowsMax < 1) {
+      throw new InvalidArgumentError('readEvents needs a positive from revision, an integer to revision and a positive row limit');
+    }
+    if (this.restoring !== null) await this.restoring;
+    this.throwIfUnusable();
+    if (fromRevision < this.meta.compactRevision) throw new CompactedError(fromRevision, this.meta.compactRevision);
+    const last = Math.min(toRevision, this.meta.currentRevision);
+    const events: Event[] = [];
+    let nextRevision = last + 1;
+    for await (const [keyBytes, valueBytes] of this.db.iterator({ gte: rowKey(fromRevision, 0), lt: rowKey(last + 1, 0) })) {
+      const { key, record } = decodeRow(keyBytes, valueBytes);
+      const previous = events[events.length - 1];
+      if (events.length >= rowsMax && previous !== undefined && previous.kv.modRevision !== record.main) {
+        nextRevision = record.main;
+        break;
+      }
+      events.push(
+        record.tombstone
+          ? { type: 'delete', kv: { key, value: EMPTY_BYTES, createRevision: 0, modRevision: record.main, version: 0, lease: 0 } }
+          : { type: 'put', kv: keyValueOf(key, record, record.value as Uint8Array) },
+      );
+    }
+    return { events, nextRevision };
+  }
+
+  /** Makes everything applied so far durable. */
+  async flush(): Promise<void> {
+    this.throwIfUnusable();
+    await this.write([{ type: 'put', key: META_KEY, value: encodeMeta(this.meta) }], true);
+  }
+
+  /**
+   * A hash of the store's content at a revision (etcd's HashKV): every
+   * revision still readable at or above the compact revision, up to
+   * `revision`, with its key, value and metadata. Equal on every node that
+   * applied the same entries, whatever its background compaction progress.
+   */
+  async hash(revision = this.meta.currentRevision): Promise<{ hash: string; revision: number; compactRevision: number }> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.restoring !== null) await this.restoring;
+      this.throwIfUnusable();
+      const compactRevision = this.meta.compactRevision;
+      if (revision > this.meta.currentRevision) throw new FutureRevisionError(revision, this.meta.currentRevision);
+      if (revision < compactRevision) throw new CompactedError(revision, compactRevision);
+      const hash = await this.track(this.hashRows(revision, compactRevision));
+      if (this.meta.compactRevision === compactRevision) return { hash, revision, compactRevision };
+      assert(attempt < 100, 'hash could not finish between compactions');
+    }
+  }
+
+  private async hashRows(revision: number, compactRevision: number): Promise<string> {
+    const digest = createHash('sha256');
+    const header = new DataView(new ArrayBuffer(40));
+    for await (const [keyBytes, valueBytes] of this.db.iterator({ gte: ROWS_LOW, lt: rowKey(revision + 1, 0) })) {
+      const { key, record } = decodeRow(keyBytes, valueBytes);
+      if (!this.isReachable(key, record, compactRevision)) continue;
+      header.setFloat64(0, record.main);
+      header.setFloat64(8, record.sub);
+      header.setFloat64(16, record.createRevision);
+      header.setFloat64(24, record.version);
+      header.setFloat64(32, record.lease);
+      digest.update(new Uint8Array(header.buffer));
+      digest.update(Uint8Array.of(record.tombstone ? 1 : 0));
+      digest.update(lengthPrefixed(key));
+      digest.update(lengthPrefixed(record.value ?? EMPTY_BYTES));
+    }
+    return digest.digest('hex');
+  }
+
+  /** Whether a row is still part of the store's history after a compaction at compactRevision. */
+  private isReachable(key: Uint8Array, row: RevisionRecord, compactRevision: number): boolean {
+    const history = this.index.history(indexKey(key));
+    if (history === undefined) return false;
+    const position = history.revisions.findIndex((record) => record.main === row.main && record.sub === row.sub);
+    return position >= 0 && position >= unreachableCount(history, compactRevision);
+  }
+
+  /** The whole store as a stream of chunks, from one point in time; restore() reads it back. */
+  async *snapshot(): AsyncGenerator<Uint8Array> {
+    if (this.restoring !== null) await this.restoring;
+    this.throwIfUnusable();
+    const iterator = this.db.iterator({ gte: META_KEY, lt: ROWS_HIGH });
+    const digest = createHash('sha256');
+    let rows = 0;
+    try {
+      yield packr.pack({ format: SNAPSHOT_FORMAT });
+      let pairs: Uint8Array[][] = [];
+      let bytes = 0;
+      for await (const [key, value] of iterator) {
+        pairs.push([key, value]);
+        digest.update(lengthPrefixed(key));
+        digest.update(lengthPrefixed(value));
+        rows++;
+        bytes += key.length + value.length;
+        if (bytes >= this.snapshotChunkBytes) {
+          yield packr.pack({ pairs });
+          pairs = [];
+          bytes = 0;
+        }
+      }
+      if (pairs.length > 0) yield packr.pack({ pairs });
+      yield packr.pack({ end: true, rows, sha256: digest.digest('hex') });
+    } finally {
+      await iterator.close();
+    }
+  }
+
+  /**
+   * Replaces the whole store with a snapshot. The new database is written
+   * beside the old one and switched to atomically: a crash at any point
+   * leaves either the old store or the new one, whole.
+   */
+  async restore(chunks: AsyncIterable<Uint8Array>): Promise<void> {
+    this.throwIfUnusable();
+    assert(!this.applying && this.restoring === null, 'no restore during an apply or another restore');
+    let release = (): void => {};
+    this.restoring = new Promise<void>((resolve) => (release = resolve));
+    try {
+      await this.stopPruning();
+      await Promise.allSettled([...this.readsInFlight]);
+      const generation = this.generation + 1;
+      const location = join(this.directory, `db-${generation}`);
+      await rm(location, { recursive: true, force: true });
+      const db: Database = new ClassicLevel(location, { keyEncoding: 'view', valueEncoding: 'view' });
+      await db.open();
+      try {
+        await writeSnapshot(db, chunks);
+      } catch (error) {
+        await db.close();
+        await rm(location, { recursive: true, force: true });
+        throw error;
+      }
+      await writeFileSynced(join(this.directory, `${CURRENT_FILE}.tmp`), `${generation}\n`);
+      await rename(join(this.directory, `${CURRENT_FILE}.tmp`), join(this.directory, CURRENT_FILE));
+      await syncDirectory(this.directory);
+      const old = this.db;
+      const oldGeneration = this.generation;
+      this.db = db;
+      this.generation = generation;
+      await old.close();
+      await rm(join(this.directory, `db-${oldGeneration}`), { recursive: true, force: true });
+      await this.rebuild();
+      log('restored a snapshot: applied index %d, revision %d', this.meta.appliedIndex, this.meta.currentRevision);
+    } finally {
+      this.restoring = null;
+      release();
+    }
+  }
+
+  /** Resolves when background compaction has caught up (for tests and benchmarks). */
+  async compactionSettled(): Promise<void> {
+    while (this.pruning !== null) await this.pruning;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.stopPruning();
+    await Promise.allSettled([...this.readsInFlight]);
+    await this.db.close();
+  }
+
+  private async rebuild(): Promise<void> {
+    this.index.clear();
+    const metaBytes = await this.db.get(META_KEY);
+    const meta: Meta = metaBytes === undefined ? { appliedIndex: 0, currentRevision: 0, compactRevision: 0 } : decodeMeta(metaBytes);
+    let lastRevision = 0;
+    for await (const [keyBytes, valueBytes] of this.db.iterator({ gte: ROWS_LOW, lt: ROWS_HIGH })) {
+      assert(keyBytes.length === ROW_KEY_BYTES, 'a row key has the wrong length');
+      const { key, record } = decodeRow(keyBytes, valueBytes);
+      this.index.append(indexKey(key), key, record);
+      lastRevision = record.main;
+    }
+    // The revision never goes backwards, even if compaction removed the last rows (etcd #17780).
+    meta.currentRevision = Math.max(meta.currentRevision, lastRevision, meta.compactRevision);
+    this.meta = meta;
+    this.liveBytes = 0;
+    this.index.forEachInBounds({ start: '', end: undefined, single: false }, (_, history) => {
+      const latest = history.revisions[history.revisions.length - 1] as RevisionRecord;
+      if (!latest.tombstone) this.liveBytes += history.key.length + (latest.value as Uint8Array).length;
+      return true;
+    });
+    this.prunedRevision = 0;
+    if (meta.compactRevision > 0) this.schedulePrune();
+  }
+
+  private schedulePrune(): void {
+    if (this.pruning !== null || this.closed) return;
+    this.pruning = this.pruneLoop()
+      .catch((error: unknown) => this.fail(error))
+      .finally(() => {
+        this.pruning = null;
+      });
+  }
+
+  private stopRequested = false;
+
+  private async stopPruning(): Promise<void> {
+    this.stopRequested = true;
+    try {
+      while (this.pruning !== null) await this.pruning;
+    } finally {
+      this.stopRequested = false;
+    }
+  }
+
+  private async pruneLoop(): Promise<void> {
+    while (this.prunedRevision < this.meta.compactRevision) {
+      const target = this.meta.compactRevision;
+      let fromKey: string | undefined = '';
+      while (fromKey !== undefined) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        if (this.stopRequested || this.closed || this.failure !== null) return;
+        const step = this.index.prune(target, fromKey, this.compactionKeysPerStep);
+        fromKey = step.nextKey;
+        if (step.dropped.length === 0) continue;
+        // Reads that started before this step may still need the rows.
+        await Promise.allSettled([...this.readsInFlight]);
+        if (this.stopRequested || this.closed) return;
+        await this.write(
+          step.dropped.map(({ main, sub }) => ({ type: 'del' as const, key: rowKey(main, sub) })),
+          false,
+        );
+      }
+      this.prunedRevision = target;
+      log('compaction at revision %d done', target);
+    }
+  }
+
+  /** Fills in the values a plan could not take from memory, then sorts and truncates if it had to wait for them. */
+  private async resolve(plan: RangePlan): Promise<RangeResponse> {
+    const needValues = !plan.countOnly && (!plan.keysOnly || plan.sortAfterFetch !== null);
+    if (needValues) {
+      const missing = plan.items.filter((item) => item.value === undefined);
+      if (missing.length > 0) {
+        const values = await this.db.getMany(missing.map((item) => rowKey(item.record.main, item.record.sub)));
+        missing.forEach((item, position) => {
+          const bytes = values[position];
+          assert(bytes !== undefined, `row ${item.record.main}.${item.record.sub} is missing from disk`);
+          item.value = decodeRow(rowKey(item.record.main, item.record.sub), bytes).record.value;
+        });
+      }
+    }
+    if (plan.sortAfterFetch !== null) finishPlan(plan, plan.sortAfterFetch.order, plan.sortAfterFetch.target);
+    return {
+      revision: plan.revision,
+      count: plan.count,
+      more: plan.more,
+      kvs: plan.items.map((item) => keyValueOf(item.key, item.record, plan.keysOnly ? EMPTY_BYTES : (item.value as Uint8Array))),
+    };
+  }
+
+  private track<T>(promise: Promise<T>): Promise<T> {
+    this.readsInFlight.add(promise);
+    const forget = (): void => {
+      this.readsInFlight.delete(promise);
+    };
+    promise.then(forget, forget);
+    return promise;
+  }
+
+  private async write(
+    operations: ({ type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array })[],
+    sync: boolean,
+  ): Promise<void> {
+    this.throwIfUnusable();
+    try {
+      await this.db.batch(operations, { sync });
+    } catch (error) {
+      this.fail(error);
+      throw this.failure as unknown as Error;
+    }
+  }
+
+  private fail(error: unknown): void {
+    if (this.failure !== null) return;
+    this.failure = new StorageFailedError('a store write failed; the node must stop (never retry a failed sync)', { cause: error });
+    log('store failed: %O', error);
+  }
+
+  private throwIfUnusable(): void {
+    if (this.failure !== null) throw this.failure;
+    if (this.closed) throw new StorageFailedError('the store is closed');
+  }
+}
+
+function lengthPrefixed(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + bytes.length);
+  new DataView(out.buffer).setUint32(0, bytes.length);
+  out.set(bytes, 4);
+  return out;
+}
+
+async function removeStaleDatabases(directory: string, generation: number): Promise<void> {
+  for (const name of await readdir(directory)) {
+    if (/^db-\d+$/.test(name) && name !== `db-${generation}`) {
+      await rm(join(directory, name), { recursive: true, force: true });
+    }
+  }
+}
+
+/** Writes a snapshot stream into an empty database, verifying its framing, row count and checksum. */
+async function writeSnapshot(db: Database, chunks: AsyncIterable<Uint8Array>): Promise<void> {
+  const digest = createHash('sha256');
+  let rows = 0;
+  let started = false;
+  let ended = false;
+  let sawMeta = false;
+  for await (const chunk of chunks) {
+    const frame = packr.unpack(chunk) as { format?: string; pairs?: Uint8Array[][]; end?: boolean; rows?: number; sha256?: string };
+    if (!started) {
+      if (frame.format !== SNAPSHOT_FORMAT) throw new InvalidArgumentError('not a raftkv store snapshot');
+      started = true;
+      continue;
+    }
+    if (ended) throw new InvalidArgumentError('data after the end of a store snapshot');
+    if (frame.end === true) {
+      if (frame.rows !== rows || frame.sha256 !== digest.digest('hex')) {
+        throw new InvalidArgumentError('store snapshot is damaged: row count or checksum mismatch');
+      }
+      ended = true;
+      continue;
+    }
+    if (!Array.isArray(frame.pairs)) throw new InvalidArgumentError('store snapshot chunk is malformed');
+    const operations = frame.pairs.map((pair) => {
+      const [key, value] = pair;
+      if (!(key instanceof Uint8Array) || !(value instanceof Uint8Array)) throw new InvalidArgumentError('store snapshot row is malformed');
+      digest.update(lengthPrefixed(key));
+      digest.update(lengthPrefixed(value));
+      if (key.length === 1 && key[0] === META_KEY[0]) sawMeta = true;
+      return { type: 'put' as const, key, value };
+    });
+    rows += operations.length;
+    await db.batch(operations);
+  }
+  if (!started || !ended) throw new InvalidArgumentError('store snapshot is truncated');
+  if (!sawMeta && rows > 0) throw new InvalidArgumentError('store snapshot has rows but no meta');
+  // One synced write makes every earlier unsynced write of this database durable.
+  const meta = await db.get(META_KEY);
+  await db.put(META_KEY, meta ?? encodeMeta({ appliedIndex: 0, currentRevision: 0, compactRevision: 0 }), { sync: true });
+}

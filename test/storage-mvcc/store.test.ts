@@ -1,0 +1,315 @@
+// Scenarios of the MVCC store: the pitfalls etcd shipped (PITFALLS.md),
+// input validation with stable codes, restarts, snapshots (including
+// damaged ones and an interrupted restore), storage failure and the quota.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MvccStore } from '../../src/storage/mvcc/store.ts';
+import type { MvccOptions } from '../../src/storage/mvcc/store.ts';
+import type { WriteRequest, WriteResponse } from '../../src/storage/mvcc/types.ts';
+import { validateRangeRequest, validateWriteRequest } from '../../src/storage/mvcc/validate.ts';
+
+const bytes = (text: string): Uint8Array => new Uint8Array(Buffer.from(text));
+const text = (value: Uint8Array): string => Buffer.from(value).toString();
+
+async function withStore(body: (store: MvccStore, directory: string, reopen: () => Promise<MvccStore>) => Promise<void>, options: MvccOptions = {}): Promise<void> {
+  const directory = await mkdtemp(join(tmpdir(), 'raftkv-mvcc-'));
+  let store = await MvccStore.open(directory, options);
+  const reopen = async (): Promise<MvccStore> => {
+    await store.close();
+    store = await MvccStore.open(directory, options);
+    return store;
+  };
+  try {
+    await body(store, directory, reopen);
+  } finally {
+    await store.close();
+    await rm(directory, { recursive: true, force: true });
+  }
+}
+
+class Writer {
+  index = 1;
+  constructor(private readonly store: () => MvccStore) {}
+  async apply(...requests: WriteRequest[]): Promise<WriteResponse[]> {
+    const responses = await this.store().applyBatch(requests.map((request) => ({ index: ++this.index, request })));
+    return responses as WriteResponse[];
+  }
+  put(key: string, value: string): WriteRequest {
+    return { type: 'put', key: bytes(key), value: bytes(value) };
+  }
+  del(key: string): WriteRequest {
+    return { type: 'deleteRange', key: bytes(key) };
+  }
+}
+
+async function get(store: MvccStore, key: string, revision = 0): Promise<string | undefined> {
+  const response = await store.range({ key: bytes(key), revision });
+  const kv = response.kvs[0];
+  return kv === undefined ? undefined : text(kv.value);
+}
+
+test('each entry is applied once: re-delivered entries after a restart are skipped (etcd #13766)', async () => {
+  await withStore(async (first, _directory, reopen) => {
+    let store = first;
+    const writer = new Writer(() => store);
+    await writer.apply(writer.put('a', '1'), writer.put('a', '2'));
+    assert.equal(store.appliedIndex(), 3);
+    store = await reopen();
+    assert.equal(store.appliedIndex(), 3);
+    assert.equal(store.currentRevision, 2);
+    const replay = await store.applyBatch([
+      { index: 2, request: writer.put('a', '1') },
+      { index: 3, request: writer.put('a', '2') },
+      { index: 4, request: writer.put('a', '3') },
+    ]);
+    assert.deepEqual(replay.slice(0, 2), [undefined, undefined]);
+    assert.equal(store.currentRevision, 3, 'only the new entry made a revision');
+    const kv = (await store.range({ key: bytes('a') })).kvs[0];
+    assert.equal(kv?.version, 3);
+  });
+});
+
+test('the revision never goes backwards after compaction and restart (etcd #17780)', async () => {
+  await withStore(async (first, _directory, reopen) => {
+    let store = first;
+    const writer = new Writer(() => store);
+    await writer.apply(writer.put('a', '1'), writer.del('a'), writer.put('b', '1'), writer.del('b'));
+    await writer.apply({ type: 'compact', revision: 4 });
+    await store.compactionSettled();
+    store = await reopen();
+    assert.equal(store.currentRevision, 4);
+    assert.equal(store.compactRevision, 4);
+    const [put] = await writer.apply(writer.put('c', '1'));
+    assert.equal(put?.revision, 5);
+  });
+});
+
+test('compaction at a tombstone keeps it for watchers resuming there (etcd #18089), and restart restores it (#19179)', async () => {
+  await withStore(async (first, _directory, reopen) => {
+    let store = first;
+    const writer = new Writer(() => store);
+    await writer.apply(writer.put('a', '1'), writer.put('a', '2'), writer.del('a'));
+    await writer.apply({ type: 'compact', revision: 3 });
+    await store.compactionSettled();
+    const { events } = await store.readEvents(3, 3, 100);
+    assert.deepEqual(events.map((event) => [event.type, text(event.kv.key), event.kv.modRevision]), [['delete', 'a', 3]]);
+    store = await reopen();
+    assert.equal(await get(store, 'a'), undefined, 'the tombstone, the only remaining revision, still hides the key');
+    assert.equal((await store.readEvents(3, 3, 100)).events.length, 1);
+    await assert.rejects(store.readEvents(2, 3, 100), { code: 'RAFTKV_COMPACTED' });
+  });
+});
+
+test('a delete and a put of one key in one transaction survive compaction at that revision (etcd #22376)', async () => {
+  await withStore(async (first, _directory, reopen) => {
+    let store = first;
+    const writer = new Writer(() => store);
+    await writer.apply(writer.put('k', 'old'));
+    const [response] = await writer.apply({ type: 'txn', compare: [], success: [writer.del('k') as never, writer.put('k', 'new') as never], failure: [] });
+    assert.equal(response?.revision, 2);
+    assert.deepEqual(response?.events.map((event) => event.type), ['delete', 'put']);
+    await writer.apply({ type: 'compact', revision: 2 });
+    await store.compactionSettled();
+    store = await reopen();
+    assert.equal(await get(store, 'k'), 'new');
+    const kv = (await store.range({ key: bytes('k') })).kvs[0];
+    assert.deepEqual([kv?.createRevision, kv?.version], [2, 1], 'the put started a new generation');
+    assert.deepEqual((await store.readEvents(2, 2, 10)).events.map((event) => event.type), ['delete', 'put']);
+  });
+});
+
+test('deleting nothing and read-only transactions create no revision', async () => {
+  await withStore(async (store) => {
+    const writer = new Writer(() => store);
+    await writer.apply(writer.put('a', '1'));
+    const [deleted, readOnly, failedCompare] = await writer.apply(
+      writer.del('missing'),
+      { type: 'txn', compare: [], success: [{ type: 'range', key: bytes('a') }], failure: [] },
+      { type: 'txn', compare: [{ key: bytes('a'), target: 'value', result: '=', value: bytes('x') }], success: [writer.put('a', '2') as never], failure: [] },
+    );
+    assert.equal(store.currentRevision, 1);
+    assert.deepEqual([deleted?.revision, readOnly?.revision, failedCompare?.revision], [1, 1, 1]);
+    assert.equal(deleted?.type === 'deleteRange' ? deleted.deleted : -1, 0);
+    assert.equal(failedCompare?.type === 'txn' ? failedCompare.succeeded : true, false);
+  });
+});
+
+test('a failing request changes nothing, even inside a transaction that already wrote', async () => {
+  await withStore(async (store) => {
+    const writer = new Writer(() => store);
+    await writer.apply(writer.put('a', '1'));
+    const [response] = await writer.apply({
+      type: 'txn',
+      compare: [],
+      success: [writer.put('b', '1') as never, { type: 'put', key: bytes('missing'), value: new Uint8Array(0), ignoreValue: true }],
+      failure: [],
+    });
+    assert.equal(response?.type, 'error');
+    assert.equal(response?.type === 'error' ? response.code : '', 'RAFTKV_KEY_NOT_FOUND');
+    assert.equal(await get(store, 'b'), undefined);
+    assert.equal(store.currentRevision, 1);
+  });
+});
+
+test('historical reads, compacted and future revisions', async () => {
+  await withStore(async (store) => {
+    const writer = new Writer(() => store);
+    await writer.apply(writer.put('a', '1'), writer.put('a', '2'), writer.put('a', '3'));
+    assert.equal(await get(store, 'a', 1), '1');
+    assert.equal(await get(store, 'a', 2), '2');
+    await assert.rejects(store.range({ key: bytes('a'), revision: 4 }), { code: 'RAFTKV_FUTURE_REVISION' });
+    const [compact] = await writer.apply({ type: 'compact', revision: 2 });
+    assert.equal(compact?.type, 'compact');
+    await assert.rejects(store.range({ key: bytes('a'), revision: 1 }), { code: 'RAFTKV_COMPACTED', compactRevision: 2 });
+    assert.equal(await get(store, 'a', 2), '2');
+    await store.compactionSettled();
+    assert.equal(await get(store, 'a', 2), '2', 'the revision at the compaction point stays readable');
+    const [again] = await writer.apply({ type: 'compact', revision: 2 });
+    assert.deepEqual(again?.type === 'error' ? [again.code, again.compactRevision] : [], ['RAFTKV_COMPACTED', 2]);
+  });
+});
+
+test('a read in flight keeps the rows it needs while compaction deletes them', async () => {
+  await withStore(async (store) => {
+    const writer = new Writer(() => store);
+    for (let i = 0; i < 50; i++) await writer.apply(writer.put(`k${i % 5}`, `v${i}`));
+    const reading = store.range({ key: bytes('k'), rangeEnd: bytes('l'), revision: 10 });
+    await writer.apply({ type: 'compact', revision: 50 });
+    const response = await reading;
+    assert.deepEqual(response.kvs.map((kv) => text(kv.value)), ['v5', 'v6', 'v7', 'v8', 'v9']);
+    await store.compactionSettled();
+    await assert.rejects(store.range({ key: bytes('k0'), revision: 10 }), { code: 'RAFTKV_COMPACTED' });
+  });
+});
+
+test('invalid requests get typed errors with stable codes', () => {
+  const cases: [() => unknown, string][] = [
+    [() => validateWriteRequest({ type: 'put', key: new Uint8Array(0), value: bytes('v') }), 'RAFTKV_EMPTY_KEY'],
+    [() => validateRangeRequest({ key: new Uint8Array(0) }), 'RAFTKV_EMPTY_KEY'],
+    [() => validateRangeRequest({ key: bytes('b'), rangeEnd: bytes('a') }), 'RAFTKV_INVALID_ARGUMENT'],
+    [() => validateRangeRequest({ key: bytes('b'), revision: -1 }), 'RAFTKV_INVALID_ARGUMENT'],
+    [() => validateWriteRequest({ type: 'put', key: bytes('k'), value: new Uint8Array(2 * 1024 * 1024) }), 'RAFTKV_REQUEST_TOO_LARGE'],
+    [() => validateWriteRequest({ type: 'put', key: bytes('k'), value: bytes('v'), ignoreValue: true }), 'RAFTKV_INVALID_ARGUMENT'],
+    [() => validateWriteRequest({ type: 'put', key: 'k' as never, value: bytes('v') }), 'RAFTKV_INVALID_ARGUMENT'],
+    [
+      () =>
+        validateWriteRequest({
+          type: 'txn',
+          compare: [],
+          success: [
+            { type: 'put', key: bytes('k'), value: bytes('1') },
+            { type: 'put', key: bytes('k'), value: bytes('2') },
+          ],
+          failure: [],
+        }),
+      'RAFTKV_DUPLICATE_KEY',
+    ],
+    [
+      () =>
+        validateWriteRequest({
+          type: 'txn',
+          compare: [],
+          success: Array.from({ length: 129 }, (_, i) => ({ type: 'put' as const, key: bytes(`k${i}`), value: bytes('v') })),
+          failure: [],
+        }),
+      'RAFTKV_TOO_MANY_OPS',
+    ],
+    [() => validateWriteRequest({ type: 'compact', revision: 0 }), 'RAFTKV_INVALID_ARGUMENT'],
+  ];
+  for (const [run, code] of cases) assert.throws(run, { code }, `expected ${code}`);
+  // then and else exclude each other: the same key in both is fine.
+  validateWriteRequest({
+    type: 'txn',
+    compare: [],
+    success: [{ type: 'txn', compare: [], success: [{ type: 'put', key: bytes('k'), value: bytes('1') }], failure: [{ type: 'put', key: bytes('k'), value: bytes('2') }] }],
+    failure: [],
+  });
+});
+
+test('a snapshot restores into another store with the same hash; a damaged one is refused and changes nothing', async () => {
+  await withStore(async (source) => {
+    const writer = new Writer(() => source);
+    for (let i = 0; i < 300; i++) await writer.apply(writer.put(`key/${i % 40}`, `value ${i}`), writer.del(`key/${(i * 7) % 40}`));
+    await writer.apply({ type: 'compact', revision: 200 });
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of source.snapshot()) chunks.push(chunk);
+    assert.ok(chunks.length >= 3, 'header, rows and trailer');
+    await withStore(
+      async (target) => {
+        const targetWriter = new Writer(() => target);
+        await targetWriter.apply(targetWriter.put('unrelated', 'x'));
+        const damaged = chunks.map((chunk) => Uint8Array.from(chunk));
+        const middle = damaged[1] as Uint8Array;
+        middle[middle.length - 3] = (middle[middle.length - 3] as number) ^ 0xff;
+        await assert.rejects(target.restore(toStream(damaged)), { code: 'RAFTKV_INVALID_ARGUMENT' });
+        await assert.rejects(target.restore(toStream(chunks.slice(0, -1))), { code: 'RAFTKV_INVALID_ARGUMENT' });
+        assert.equal(await get(target, 'unrelated'), 'x', 'a refused snapshot leaves the store as it was');
+        await target.restore(toStream(chunks));
+        assert.equal(await get(target, 'unrelated'), undefined);
+        assert.equal(target.appliedIndex(), source.appliedIndex());
+        assert.equal(target.currentRevision, source.currentRevision);
+        await source.compactionSettled();
+        assert.equal((await target.hash()).hash, (await source.hash()).hash);
+      },
+      { snapshotChunkBytes: 4096 },
+    );
+  }, { snapshotChunkBytes: 4096 });
+});
+
+async function* toStream(chunks: Uint8Array[]): AsyncGenerator<Uint8Array> {
+  for (const chunk of chunks) yield chunk;
+}
+
+test('a restore interrupted before its switch leaves the old store; the half-written copy is removed on open', async () => {
+  await withStore(async (store, directory, reopen) => {
+    const writer = new Writer(() => store);
+    await writer.apply(writer.put('a', '1'));
+    // What a crash in the middle of restore() leaves: a second database beside the live one.
+    await mkdir(join(directory, 'db-2'));
+    const reopened = await reopen();
+    assert.equal(await get(reopened, 'a'), '1');
+    assert.deepEqual((await readdir(directory)).filter((name) => name.startsWith('db-')), ['db-1']);
+  });
+});
+
+test('a failed write stops the store for good (never retried)', async () => {
+  await withStore(async (store) => {
+    const writer = new Writer(() => store);
+    await writer.apply(writer.put('a', '1'));
+    const internals = store as unknown as { db: { batch: (...args: unknown[]) => Promise<void> } };
+    const realBatch = internals.db.batch.bind(internals.db);
+    let calls = 0;
+    internals.db.batch = async (): Promise<void> => {
+      calls++;
+      throw new Error('EIO: simulated fsync failure');
+    };
+    await assert.rejects(writer.apply(writer.put('a', '2')), { code: 'RAFTKV_STORAGE_FAILED' });
+    internals.db.batch = realBatch;
+    await assert.rejects(writer.apply(writer.put('a', '3')), { code: 'RAFTKV_STORAGE_FAILED' });
+    await assert.rejects(store.range({ key: bytes('a') }), { code: 'RAFTKV_STORAGE_FAILED' });
+    assert.equal(calls, 1, 'the failed write was not retried');
+  });
+});
+
+test('the quota refuses growth but still allows deletes and overwrites that shrink', async () => {
+  await withStore(
+    async (store) => {
+      const writer = new Writer(() => store);
+      const [first] = await writer.apply(writer.put('a', 'x'.repeat(60)));
+      assert.equal(first?.type, 'put');
+      const [second] = await writer.apply(writer.put('b', 'y'.repeat(60)));
+      assert.equal(second?.type === 'error' ? second.code : '', 'RAFTKV_NO_SPACE');
+      const [shrink] = await writer.apply(writer.put('a', 'short'));
+      assert.equal(shrink?.type, 'put');
+      await writer.apply(writer.del('a'));
+      const [after] = await writer.apply(writer.put('b', 'y'.repeat(60)));
+      assert.equal(after?.type, 'put');
+      assert.equal(store.status().liveBytes, 61);
+    },
+    { quotaBytes: 100 },
+  );
+});
