@@ -309,11 +309,12 @@ export class Raft {
         // A stale leader: tell it our term so it steps down.
         this.send(makeMessage({ type: MessageType.AppResp, to: m.from }));
       } else if (m.type === MessageType.PreVote) {
-        this.send(makeMessage({ type: MessageType.PreVoteResp, to: m.from, term: this.term, reject: true }));
+        this.send(makeMessage({ type: MessageType.PreVoteResp, to: m.from, term: this.term, reject: true, ...this.commitHint() }));
       }
       return;
     }
 
+    if ((m.type === MessageType.VoteResp || m.type === MessageType.PreVoteResp) && m.reject) this.learnCommitFromVoter(m);
     switch (m.type) {
       case MessageType.Hup:
         this.hup(m.context.length === 1 && m.context[0] === TRANSFER_CONTEXT[0]);
@@ -344,8 +345,26 @@ export class Raft {
         this.vote = m.from;
       }
     } else {
-      this.send(makeMessage({ type: responseType, to: m.from, term: this.term, reject: true }));
+      this.send(makeMessage({ type: responseType, to: m.from, term: this.term, reject: true, ...this.commitHint() }));
     }
+  }
+
+  /** Our commit index and its term, carried by vote rejections (see learnCommitFromVoter). */
+  private commitHint(): { commit: number; logTerm: number } {
+    return { commit: this.log.committed, logTerm: this.log.termOrZero(this.log.committed) };
+  }
+
+  /**
+   * etcd #12359: membership changes take effect when applied, so a voter
+   * that does not know a change committed may campaign with the old
+   * configuration and need the vote of a node that already left it (and
+   * whose log is ahead): no leader could ever be elected. A rejection
+   * carries the voter's commit index; if our log matches there, that prefix
+   * is committed (log matching), so we commit it, apply the changes and
+   * campaign with the configuration in force.
+   */
+  private learnCommitFromVoter(m: Message): void {
+    if (m.commit > this.log.committed && m.commit <= this.log.lastIndex() && this.log.matchTerm(m.commit, m.logTerm)) this.log.commitTo(m.commit);
   }
 
   private hup(transfer: boolean): void {

@@ -285,3 +285,43 @@ test('no campaign while a committed membership change is unapplied (etcd #12133)
   assert.equal(status(net, 2).role, Role.Follower, 'it refuses to campaign');
   assert.equal(status(net, 2).term, status(net, 1).term);
 });
+
+test('etcd #12359: voters that missed the commit of a leave still elect a leader (a rejecting voter shares its commit index)', () => {
+  // Voters {1,2} + learner 3 → joint ({1,3}, {1,2}) → leave: node 2 leaves. Leader 1 commits the leave,
+  // tells only node 2 (with a new entry that only node 2 stores), and crashes before persisting either.
+  const net = new TestNetwork([1, 2], {}, [3]);
+  net.elect(1);
+  assert.ok(net.get(1).node.proposeConfChange(confChange(ConfChangeTransition.JointExplicit, { type: AddVoter, nodeId: 3 }, { type: RemoveNode, nodeId: 2 })).ok);
+  net.settle();
+  heartbeat(net, 1);
+  for (const id of [1, 2, 3]) assert.deepEqual([net.get(id).confState.voters, net.get(id).confState.votersOutgoing], [[1, 3], [1, 2]]);
+
+  net.paused.add(1); // node 1's host runs its Readies by hand from here on
+  assert.ok(net.get(1).node.proposeConfChange(confChange(ConfChangeTransition.Auto)).ok);
+  const first = net.get(1).node.ready();
+  net.get(1).storage.saveSync({ snapshot: null, entries: first.entries, hardState: first.hardState, sync: true });
+  const leaveIndex = first.entries[0]!.index;
+  for (const m of [...first.messagesBeforePersist, ...first.messages]) net.deliver(m);
+  net.get(1).node.advance();
+  net.settle(); // 2 and 3 store the leave and acknowledge: node 1 commits it in memory
+  assert.equal(status(net, 1).commit, leaveIndex);
+  assert.ok(net.get(1).node.propose(bytes('lost-on-1')).ok);
+  const second = net.get(1).node.ready(); // commit + the new entry: never persisted, node 1 crashes
+  for (const m of second.messagesBeforePersist) if (m.to === 2) net.deliver(m);
+  net.restart(1);
+  net.paused.delete(1);
+  net.settle();
+  assert.deepEqual(net.get(2).confState.voters, [1, 3], 'node 2 applied the leave: it is no longer a member');
+  assert.equal(net.get(2).storage.lastIndex(), leaveIndex + 1, 'and its log is ahead of the voters');
+  for (const id of [1, 3]) {
+    assert.ok(status(net, id).commit < leaveIndex, `node ${id} does not know the leave committed`);
+    assert.deepEqual(status(net, id).confState.votersOutgoing, [1, 2], `node ${id} still needs node 2's vote`);
+  }
+  // Node 2 rejects both (its log is ahead); its rejection tells them the leave is committed.
+  assert.ok(net.tickUntil([1, 2, 3], () => net.leaders().length === 1, 200), 'a leader is elected');
+  const leader = net.leaders()[0]!;
+  assert.ok(leader === 1 || leader === 3);
+  assert.deepEqual([status(net, leader).confState.voters, status(net, leader).confState.votersOutgoing], [[1, 3], []]);
+  proposeAt(net, leader, 'progress');
+  assert.ok(status(net, leader).commit === status(net, leader).lastIndex, 'and the new configuration commits');
+});

@@ -36,6 +36,8 @@ export class TestNetwork {
   /** When set, messages are queued here instead of delivered. */
   hold = false;
   held: Message[] = [];
+  /** Nodes whose host is stalled: settle() does not run their Ready (a test drives them by hand). */
+  readonly paused = new Set<NodeId>();
   /** When set, every delivered message is appended to `delivered`. */
   record = false;
   delivered: Message[] = [];
@@ -79,7 +81,7 @@ export class TestNetwork {
     for (let round = 0; round < limit; round++) {
       let busy = false;
       for (const member of this.nodes.values()) {
-        if (!member.node.hasReady()) continue;
+        if (this.paused.has(member.id) || !member.node.hasReady()) continue;
         busy = true;
         const ready = member.node.ready();
         const out = [...ready.messagesBeforePersist];
