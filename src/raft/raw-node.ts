@@ -69,6 +69,10 @@ export class RawNode {
     const type = message.type;
     if (type === MessageType.Hup || type === MessageType.SnapStatus || type === MessageType.Unreachable) return;
     if (!Number.isSafeInteger(message.from) || message.from <= 0 || message.from === this.raft.id) return;
+    // While the host applies committed entries of the outstanding Ready, a snapshot must not replace
+    // the configuration under it (those entries may hold membership changes the snapshot already
+    // covers: applying them again would fail or diverge). Dropped like a lost message; the leader resends.
+    if (type === MessageType.Snap && this.outstanding !== null && this.outstanding.appliedThrough > this.raft.log.applied) return;
     this.raft.step(message);
   }
 

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConfChangeTransition, ConfChangeType, MessageType, Role } from '../../src/raft/types.ts';
 import type { Message, NodeId } from '../../src/raft/types.ts';
+import { decodeConfChange } from '../../src/raft/raw-node.ts';
 import { bytes, confChange, TestNetwork } from './network.ts';
 
 function status(net: TestNetwork, id: NodeId) {
@@ -232,4 +233,39 @@ test('ReadIndex across a leader change: the partitioned old leader serves nothin
   net.settle();
   assert.ok(net.get(follower).readStates.some((r) => new TextDecoder().decode(r.context) === 'via-follower' && r.index >= written));
   assert.deepEqual(net.get(1).readStates, [], 'the old leader never confirmed its read');
+});
+
+test('a snapshot arriving while the host applies a committed membership change is dropped, then installed on resend', () => {
+  const net = new TestNetwork([1, 2, 3]);
+  net.elect(1);
+  net.paused.add(3); // node 3's host is slow: a test drives its Readies
+  const enterJoint = confChange(ConfChangeTransition.JointExplicit, { type: ConfChangeType.RemoveNode, nodeId: 3 });
+  assert.ok(net.get(1).node.proposeConfChange(enterJoint).ok);
+  net.settle();
+  net.cut.add('1->3');
+  const later = proposeAt(net, 1, 'later');
+  heartbeat(net, 1);
+  assert.equal(status(net, 1).commit, later);
+  // Node 3's host takes a Ready that hands it the committed membership change...
+  const ready = net.get(3).node.ready();
+  const change = ready.committedEntries.find((e) => e.type === 1);
+  assert.ok(change !== undefined, 'the Ready hands out the committed conf change');
+  // ...and while it works, a snapshot covering that change (and more) arrives.
+  const snapshotIndex = net.compact(1);
+  assert.ok(snapshotIndex > change.index);
+  const snapshot = net.get(1).storage.snapshot();
+  assert.deepEqual(snapshot.confState.votersOutgoing, [1, 2, 3], 'the snapshot is taken in the joint configuration');
+  net.get(3).node.step({ type: MessageType.Snap, from: 1, to: 3, term: status(net, 1).term, logTerm: 0, index: 0, entries: [], commit: 0, reject: false, rejectHint: 0, snapshot, context: new Uint8Array(0) });
+  // The host finishes its Ready: applying the change must still work, exactly once.
+  net.get(3).storage.saveSync({ snapshot: ready.snapshot, entries: ready.entries, hardState: ready.hardState, sync: ready.mustSync });
+  const conf = net.get(3).node.applyConfChange(decodeConfChange(change.data));
+  assert.deepEqual([conf.voters, conf.votersOutgoing], [[1, 2], [1, 2, 3]]);
+  net.get(3).node.advance();
+  net.paused.delete(3);
+  net.heal();
+  net.settle();
+  for (let i = 0; i < 3; i++) heartbeat(net, 1);
+  assert.deepEqual(net.get(3).installedSnapshots.map((s) => s.index), [snapshotIndex], 'installed when the leader sends it again');
+  assert.equal(status(net, 3).commit, status(net, 1).commit);
+  assert.deepEqual(status(net, 3).confState.votersOutgoing, [1, 2, 3]);
 });
