@@ -2,16 +2,27 @@
 // faulty in-memory network (drops, duplicates, reordering, delays,
 // partitions) with nodes that crash and restart from only what they
 // persisted through Ready. Clients propose unique values, request ReadIndex
-// reads and leadership transfers; hosts snapshot and compact their logs.
-// After every step the invariants of Raft are checked; one seed is one exact
-// run, so any failure replays with its seed.
+// reads (served from the state machine and checked against the writes
+// acknowledged before they began) and leadership transfers; hosts snapshot
+// and compact their logs; an operator changes the membership (adds learners
+// under fresh ids, promotes, demotes, removes voters, replaces several voters
+// at once through joint configurations). After every step the invariants of
+// Raft are checked; one seed is one exact run, so any failure replays with
+// its seed.
+//
+// Removed members: ids are never reused. A node that is no longer a member
+// keeps running (it may still be asked for votes by nodes that have not
+// applied its removal) until every voter of the latest configuration has
+// durably recorded a commit index at or past the change that removed it;
+// then it is stopped for good, as an operator would shut the process down.
 
-import { RawNode } from '../../src/raft/raw-node.ts';
+import { allMembers, isJoint } from '../../src/raft/confchange.ts';
+import { decodeConfChange, RawNode } from '../../src/raft/raw-node.ts';
 import type { RaftConfig } from '../../src/raft/raw-node.ts';
 import { createRandom } from '../../src/raft/random.ts';
 import type { RandomSource } from '../../src/raft/random.ts';
-import { EntryType, MessageType, Role } from '../../src/raft/types.ts';
-import type { ConfState, Entry, Message, NodeId, Ready } from '../../src/raft/types.ts';
+import { ConfChangeTransition, ConfChangeType, EntryType, MessageType, Role } from '../../src/raft/types.ts';
+import type { ConfChange, ConfChangeSingle, ConfState, Entry, Message, NodeId, Ready } from '../../src/raft/types.ts';
 import { MemoryLogStorage } from '../../src/storage/log/memory.ts';
 
 export interface SimulationOptions {
@@ -25,6 +36,10 @@ export interface SimulationOptions {
   readonly trace?: boolean;
   /** Steps of the final fault-free period in which the cluster must make progress. */
   readonly quietSteps?: number;
+  /** Drive random membership changes. Default true. */
+  readonly membership?: boolean;
+  /** Fresh ids the operator may add over the run. Default 6. */
+  readonly joinersMax?: number;
   readonly raft?: Partial<RaftConfig>;
 }
 
@@ -35,18 +50,31 @@ interface SimNode {
   node: RawNode;
   storage: MemoryLogStorage;
   alive: boolean;
+  /** Stopped for good after its removal from the configuration. */
+  removed: boolean;
   /** Applied normal entries' values, by index (the state machine). */
   applied: Map<number, string>;
   appliedIndex: number;
+  /** Index of the latest value applied (what a read returns); 0 before any. */
+  lastValueIndex: number;
   lastCommit: number;
   confState: ConfState;
   /** Snapshot data this host can send: the state machine at that index. */
   snapshots: Map<number, Map<number, string>>;
   /** Snapshot data received and waiting for the core to install. */
   staged: Map<number, Map<number, string>>;
-  pendingReads: Map<string, { issuedAtCommitted: number; readIndex: number }>;
+  pendingReads: Map<string, PendingRead>;
   /** A Ready whose write has started but is not yet durable. */
   inFlight: Ready | null;
+}
+
+interface PendingRead {
+  /** The highest index some node had applied (so acknowledged) when the read began. */
+  readonly appliedAnywhere: number;
+  /** Index of the latest value some node had applied when the read began. */
+  readonly latestWriteIndex: number;
+  /** From the read state; -1 until it arrives. */
+  readIndex: number;
 }
 
 interface InFlight {
@@ -59,7 +87,27 @@ const text = new TextDecoder();
 const encoder = new TextEncoder();
 
 function entryKey(entry: Entry): string {
+  if (entry.type === EntryType.ConfChange) return `${entry.type}:${Buffer.from(entry.data).toString('hex')}`;
   return `${entry.type}:${entry.data.length === 0 ? '' : text.decode(entry.data)}`;
+}
+
+function describeConf(conf: ConfState): string {
+  let out = `voters {${conf.voters.join(',')}}`;
+  if (conf.votersOutgoing.length > 0) out += ` & {${conf.votersOutgoing.join(',')}}${conf.autoLeave ? ' auto-leave' : ' explicit-leave'}`;
+  if (conf.learners.length > 0) out += ` learners {${conf.learners.join(',')}}`;
+  if (conf.learnersNext.length > 0) out += ` learnersNext {${conf.learnersNext.join(',')}}`;
+  return out;
+}
+
+function describeChange(change: ConfChange): string {
+  if (change.changes.length === 0) return 'leave joint';
+  const names = ['add-voter', 'remove', 'add-learner'];
+  const transition = ['auto', 'joint-implicit', 'joint-explicit'][change.transition]!;
+  return `${change.changes.map((c) => `${names[c.type]} ${c.nodeId}`).join(', ')} (${transition})`;
+}
+
+function isMember(conf: ConfState, id: NodeId): boolean {
+  return conf.voters.includes(id) || conf.votersOutgoing.includes(id) || conf.learners.includes(id) || conf.learnersNext.includes(id);
 }
 
 export class Simulation {
@@ -80,35 +128,80 @@ export class Simulation {
   private readonly proposedValues = new Set<string>();
   private readonly dropRate: number;
   private readonly duplicateRate: number;
-  readonly stats = { messages: 0, dropped: 0, crashes: 0, snapshotsSent: 0, reads: 0, transfers: 0, leaders: 0, applied: 0 };
+  /** Membership: the configuration after the highest-index change applied anywhere. */
+  private latestConf: { index: number; conf: ConfState };
+  /** Ids no longer members, with the index of the change that removed them (not yet stopped). */
+  private readonly leftAt = new Map<NodeId, number>();
+  /** Fresh ids named in a proposed change; their process starts when the first message is sent to them. */
+  private readonly announced = new Set<NodeId>();
+  private nextId: number;
+  private readonly idsMax: number;
+  private readonly membership: boolean;
+  readonly stats = {
+    messages: 0,
+    dropped: 0,
+    crashes: 0,
+    snapshotsSent: 0,
+    reads: 0,
+    transfers: 0,
+    leaders: 0,
+    applied: 0,
+    confChangesProposed: 0,
+    confChangesApplied: 0,
+    joined: 0,
+    stopped: 0,
+  };
 
   constructor(private readonly options: SimulationOptions) {
     this.random = createRandom(options.seed);
     const choose = createRandom(options.seed * 31 + 7);
     this.flowControl = { messageBytesMax: [1, 16, 64, 1024][choose(4)]!, inflightMessagesMax: [1, 2, 8, 256][choose(4)]! };
+    // Per seed: stormy runs (a fault every ~60 steps) and calmer ones where longer stable
+    // periods let membership changes, transfers and reads interleave with commits.
+    this.faultsPerThousandSteps = [16, 16, 8, 4][choose(4)]!;
     this.dropRate = options.dropRate ?? 0.05;
     this.duplicateRate = options.duplicateRate ?? 0.02;
+    this.membership = options.membership ?? true;
+    this.nextId = options.nodes + 1;
+    this.idsMax = options.nodes + (options.joinersMax ?? 6);
     const ids = Array.from({ length: options.nodes }, (_, i) => i + 1);
     const conf: ConfState = { voters: ids, learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
+    this.latestConf = { index: 1, conf };
     for (const id of ids) {
       const storage = new MemoryLogStorage();
       storage.saveSync({ snapshot: { index: 1, term: 1, confState: conf }, entries: [], hardState: { term: 1, vote: 0, commit: 1 }, sync: true });
-      const simNode: SimNode = {
-        id,
-        storage,
-        node: this.makeRawNode(id, storage),
-        alive: true,
-        applied: new Map(),
-        appliedIndex: 1,
-        lastCommit: 1,
-        confState: conf,
-        snapshots: new Map([[1, new Map()]]),
-        staged: new Map(),
-        pendingReads: new Map(),
-        inFlight: null,
-      };
-      this.nodes.set(id, simNode);
+      this.nodes.set(id, this.makeSimNode(id, storage, 1, conf));
     }
+  }
+
+  private makeSimNode(id: NodeId, storage: MemoryLogStorage, snapshotIndex: number, conf: ConfState): SimNode {
+    return {
+      id,
+      storage,
+      node: this.makeRawNode(id, storage),
+      alive: true,
+      removed: false,
+      applied: new Map(),
+      appliedIndex: snapshotIndex,
+      lastValueIndex: 0,
+      lastCommit: snapshotIndex,
+      confState: conf,
+      snapshots: new Map([[snapshotIndex, new Map()]]),
+      staged: new Map(),
+      pendingReads: new Map(),
+      inFlight: null,
+    };
+  }
+
+  /** A new member's process: an empty log and no configuration; it learns both from the leader. */
+  private startJoiner(id: NodeId): SimNode {
+    const simNode = this.makeSimNode(id, new MemoryLogStorage(), 0, { voters: [], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false });
+    simNode.lastCommit = 0;
+    this.nodes.set(id, simNode);
+    this.announced.delete(id);
+    this.stats.joined += 1;
+    this.trace(`node ${id} STARTS (joining with an empty log)`);
+    return simNode;
   }
 
   private makeRawNode(id: NodeId, storage: MemoryLogStorage): RawNode {
@@ -128,6 +221,7 @@ export class Simulation {
 
   /** Per seed: from one entry per message and one message in flight up to roomy windows. */
   private readonly flowControl: { readonly messageBytesMax: number; readonly inflightMessagesMax: number };
+  private readonly faultsPerThousandSteps: number;
 
   trace(line: string): void {
     this.traceLines.push(`[${this.step}] ${line}`);
@@ -162,8 +256,9 @@ export class Simulation {
     else if (client < 33) this.requestRead(this.randomLiveNode());
     else if (client < 38) this.maybeSnapshot(this.randomLiveNode());
     else if (client < 39) this.transfer();
+    else if (client < 44 && this.membership) this.changeMembership();
     if (faults) {
-      const fault = this.random(1000);
+      const fault = (this.random(1000) * 16) / this.faultsPerThousandSteps;
       if (fault < 6) this.crashOrRestart();
       else if (fault < 12) this.changePartition();
       else if (fault < 16) this.crashLeader();
@@ -172,42 +267,48 @@ export class Simulation {
     this.deliverSome();
     this.processReady(this.randomLiveNode());
     if (this.random(2) === 0) this.processReady(this.randomLiveNode());
+    if (this.leftAt.size > 0) this.stopRemovedMembers();
   }
 
   /** No faults: heal, restart everyone, then a new value must commit everywhere. */
   private quietPeriod(): void {
     this.partition = null;
     this.trace('quiet period: heal and restart all');
-    for (const simNode of this.nodes.values()) if (!simNode.alive) this.restart(simNode);
+    for (const simNode of this.nodes.values()) if (!simNode.alive && !simNode.removed) this.restart(simNode);
     this.quiet = true;
     const quietSteps = this.options.quietSteps ?? 2_000;
     const values: string[] = [];
     for (let i = 0; i < quietSteps; i++, this.step++) {
-      for (const simNode of this.nodes.values()) simNode.node.tick();
+      for (const simNode of this.nodes.values()) if (simNode.alive) simNode.node.tick();
       for (let r = 0; r < 4; r++) {
         for (const simNode of this.nodes.values()) this.processReady(simNode);
         this.deliverAll();
       }
+      if (this.leftAt.size > 0) this.stopRemovedMembers();
       // (Re)propose a fresh value every 100 steps until one is applied everywhere.
       if (i % 100 === 0) {
-        const leader = [...this.nodes.values()].find((n) => n.node.status().role === Role.Leader);
+        const leader = [...this.nodes.values()].find((n) => n.alive && n.node.status().role === Role.Leader);
         if (leader !== undefined) {
           const value = `final-${this.options.seed}-${values.length}`;
           values.push(value);
           this.proposeValue(leader, value);
         }
       }
-      const everywhere = values.find((value) => [...this.nodes.values()].every((n) => [...n.applied.values()].includes(value)));
+      // Every member of the latest configuration (removed nodes are not sent the log any more).
+      const members = allMembers(this.latestConf.conf).map((id) => this.nodes.get(id));
+      const everywhere = values.find((value) => members.every((n) => n !== undefined && [...n.applied.values()].includes(value)));
       if (everywhere !== undefined) {
         this.trace(`liveness: ${everywhere} applied on every node after ${i} quiet steps`);
         return;
       }
     }
     const states = [...this.nodes.values()].map((n) => {
+      if (n.removed) return `  node ${n.id}: removed`;
       const st = n.node.status();
       const progress = [...st.progress].map(([id, p]) => `${id}:${p.state}/m${p.match}/n${p.next}${p.recentActive ? '' : '/inactive'}`).join(' ');
-      return `  node ${n.id}: role ${st.role} term ${st.term} leader ${st.leader} commit ${st.commit} applied ${st.applied} first ${st.firstIndex} last ${st.lastIndex} ${progress}`;
+      return `  node ${n.id}: role ${st.role} term ${st.term} leader ${st.leader} commit ${st.commit} applied ${st.applied} first ${st.firstIndex} last ${st.lastIndex} conf ${describeConf(st.confState)} ${progress}`;
     });
+    states.push(`  latest configuration (index ${this.latestConf.index}): ${describeConf(this.latestConf.conf)}`);
     this.fail(`liveness: no value committed on every node within ${quietSteps} quiet steps (proposed ${values.length} values)\n${states.join('\n')}`);
   }
 
@@ -215,7 +316,7 @@ export class Simulation {
 
   private randomLiveNode(): SimNode {
     const live = [...this.nodes.values()].filter((n) => n.alive);
-    if (live.length === 0) return this.nodes.get(1)!;
+    if (live.length === 0) return [...this.nodes.values()].find((n) => !n.removed) ?? this.nodes.get(1)!;
     return live[this.random(live.length)]!;
   }
 
@@ -238,19 +339,26 @@ export class Simulation {
   private requestRead(simNode: SimNode): void {
     if (!simNode.alive) return;
     const context = `r${++this.readCounter}`;
-    // Linearizability: the read must see every entry some node applied (so committed) before it began.
-    let committedBefore = 0;
-    for (const other of this.nodes.values()) committedBefore = Math.max(committedBefore, other.appliedIndex);
+    // Linearizability: the read must see every write some node applied (so acknowledged) before it began.
+    let appliedAnywhere = 0;
+    let latestWriteIndex = 0;
+    for (const other of this.nodes.values()) {
+      appliedAnywhere = Math.max(appliedAnywhere, other.appliedIndex);
+      latestWriteIndex = Math.max(latestWriteIndex, other.lastValueIndex);
+    }
     const result = simNode.node.readIndex(encoder.encode(context));
-    this.trace(`node ${simNode.id} readIndex ${context} (applied anywhere: ${committedBefore}): ${result.ok ? 'ok' : result.error.code}`);
-    if (result.ok) simNode.pendingReads.set(context, { issuedAtCommitted: committedBefore, readIndex: -1 });
+    this.trace(`node ${simNode.id} readIndex ${context} (applied anywhere: ${appliedAnywhere}): ${result.ok ? 'ok' : result.error.code}`);
+    if (result.ok) simNode.pendingReads.set(context, { appliedAnywhere, latestWriteIndex, readIndex: -1 });
   }
 
   private transfer(): void {
-    const leader = [...this.nodes.values()].find((n) => n.alive && n.node.status().role === Role.Leader);
+    const leader = this.liveLeader();
     if (leader === undefined) return;
-    const target = 1 + this.random(this.nodes.size);
-    if (target === leader.id) return;
+    // Mostly a voter; sometimes a learner or a non-member (the core must ignore those).
+    const conf = leader.node.status().confState;
+    const candidates = this.random(5) === 0 ? [...this.nodes.keys()] : allMembers(conf).filter((id) => conf.voters.includes(id));
+    const target = this.pick(candidates);
+    if (target === undefined || target === leader.id) return;
     this.stats.transfers += 1;
     this.trace(`node ${leader.id} transfer leadership to ${target}`);
     leader.node.transferLeadership(target);
@@ -269,10 +377,14 @@ export class Simulation {
   }
 
   private crashOrRestart(): void {
-    const simNode = this.nodes.get(1 + this.random(this.nodes.size))!;
+    const candidates = [...this.nodes.values()].filter((n) => !n.removed);
+    const simNode = candidates[this.random(candidates.length)]!;
     if (simNode.alive) {
-      const down = [...this.nodes.values()].filter((n) => !n.alive).length;
-      if (down + 1 > Math.floor((this.nodes.size - 1) / 2) && this.random(4) !== 0) return; // mostly keep a quorum
+      const voters = this.latestConf.conf.voters;
+      if (voters.includes(simNode.id)) {
+        const down = voters.filter((id) => this.nodes.get(id)?.alive !== true).length;
+        if (down + 1 > Math.floor((voters.length - 1) / 2) && this.random(4) !== 0) return; // mostly keep a quorum
+      }
       this.crash(simNode, simNode.inFlight !== null ? 'with a write in flight' : '');
     } else {
       this.restart(simNode);
@@ -281,11 +393,11 @@ export class Simulation {
 
   /** Leader crashes (often mid-write) are what Figure 8 is made of. */
   private crashLeader(): void {
-    const leader = [...this.nodes.values()].find((n) => n.alive && n.node.status().role === Role.Leader);
+    const leader = this.liveLeader();
     if (leader === undefined) return;
     this.crash(leader, leader.inFlight !== null ? '(leader) with a write in flight' : '(leader)');
     // Bring someone back so that a quorum can form again.
-    const down = [...this.nodes.values()].filter((n) => !n.alive && n !== leader);
+    const down = [...this.nodes.values()].filter((n) => !n.alive && !n.removed && n !== leader);
     if (down.length > 0) this.restart(down[this.random(down.length)]!);
   }
 
@@ -297,6 +409,7 @@ export class Simulation {
     if (data === undefined) this.fail(`node ${simNode.id} has no state machine data for its snapshot ${snapshot.index}`);
     simNode.applied = new Map(data);
     simNode.appliedIndex = snapshot.index;
+    simNode.lastValueIndex = lastKey(data);
     simNode.lastCommit = simNode.storage.initialState().hardState.commit;
     simNode.confState = snapshot.confState;
     simNode.staged = new Map();
@@ -314,14 +427,18 @@ export class Simulation {
       return;
     }
     const side = new Set<NodeId>();
-    for (const id of this.nodes.keys()) if (this.random(2) === 0) side.add(id);
-    // Often isolate the leader.
-    if (this.random(3) === 0) {
-      const leader = [...this.nodes.values()].find((n) => n.alive && n.node.status().role === Role.Leader);
+    for (const simNode of this.nodes.values()) if (!simNode.removed && this.random(2) === 0) side.add(simNode.id);
+    const shape = this.random(6);
+    if (shape < 2) {
+      // Often isolate the leader.
+      const leader = this.liveLeader();
       if (leader !== undefined) {
         side.clear();
         side.add(leader.id);
       }
+    } else if (shape === 2 && isJoint(this.latestConf.conf)) {
+      this.splitJointHalves();
+      return;
     }
     this.partition = side;
     this.trace(`partition {${[...side].join(',')}} | rest`);
@@ -332,6 +449,7 @@ export class Simulation {
   private send(from: SimNode, messages: readonly Message[]): void {
     for (const message of messages) {
       this.stats.messages += 1;
+      if (this.announced.has(message.to) && !this.nodes.has(message.to)) this.startJoiner(message.to);
       let snapshotData: Map<number, string> | null = null;
       if (message.type === MessageType.Snap && message.snapshot !== null) {
         snapshotData = from.snapshots.get(message.snapshot.index) ?? null;
@@ -432,6 +550,7 @@ export class Simulation {
     if (ready.snapshot !== null) this.installSnapshot(simNode, ready.snapshot.index, ready.snapshot.confState);
     for (const entry of ready.committedEntries) this.apply(simNode, entry);
     for (const state of ready.readStates) this.onReadState(simNode, text.decode(state.context), state.index);
+    if (simNode.pendingReads.size > 0) this.serveReads(simNode);
     simNode.node.advance();
   }
 
@@ -498,8 +617,58 @@ export class Simulation {
     }
     simNode.appliedIndex = entry.index;
     this.stats.applied += 1;
-    if (entry.type === EntryType.Normal && entry.data.length > 0) simNode.applied.set(entry.index, text.decode(entry.data));
-    if (entry.type === EntryType.ConfChange) this.fail('no membership changes are proposed by this simulation');
+    if (entry.type === EntryType.Normal && entry.data.length > 0) {
+      simNode.applied.set(entry.index, text.decode(entry.data));
+      simNode.lastValueIndex = entry.index;
+    }
+    if (entry.type === EntryType.ConfChange) this.applyConfChange(simNode, entry);
+  }
+
+  /** The host applies a committed membership change, as the real node does. */
+  private applyConfChange(simNode: SimNode, entry: Entry): void {
+    const change = decodeConfChange(entry.data);
+    try {
+      simNode.confState = simNode.node.applyConfChange(change);
+    } catch (error) {
+      this.fail(`node ${simNode.id} cannot apply the committed membership change at ${entry.index} (${describeChange(change)}): ${(error as Error).message}`);
+    }
+    this.trace(`node ${simNode.id} applied conf change ${entry.index}: ${describeChange(change)} -> ${describeConf(simNode.confState)}`);
+    if (entry.index <= this.latestConf.index) return;
+    this.stats.confChangesApplied += 1;
+    const before = allMembers(this.latestConf.conf);
+    this.latestConf = { index: entry.index, conf: simNode.confState };
+    for (const id of before) if (!isMember(simNode.confState, id)) this.leftAt.set(id, entry.index);
+    // Targeted fault: the moment a joint configuration first applies, often split off the
+    // nodes only one half counts (they may not know yet that it committed).
+    if (!this.quiet && isJoint(simNode.confState) && this.random(2) === 0) this.splitJointHalves();
+  }
+
+  private splitJointHalves(): void {
+    const { voters, votersOutgoing } = this.latestConf.conf;
+    const side = new Set(this.random(2) === 0 ? voters.filter((id) => !votersOutgoing.includes(id)) : votersOutgoing.filter((id) => !voters.includes(id)));
+    if (side.size === 0) return;
+    this.partition = side;
+    this.trace(`partition {${[...side].join(',')}} | rest (joint halves)`);
+  }
+
+  /** Stops a removed member once every voter of the latest configuration durably knows it was removed. */
+  private stopRemovedMembers(): void {
+    const conf = this.latestConf.conf;
+    const voters = [...new Set([...conf.voters, ...conf.votersOutgoing])];
+    for (const [id, index] of this.leftAt) {
+      const everyVoterKnows = voters.every((voter) => {
+        const simNode = this.nodes.get(voter);
+        return simNode !== undefined && simNode.lastCommit >= index;
+      });
+      if (!everyVoterKnows) continue;
+      this.leftAt.delete(id);
+      const simNode = this.nodes.get(id);
+      if (simNode === undefined || simNode.removed) continue;
+      if (simNode.alive) this.crash(simNode, '(removed from the configuration: stopped for good)');
+      else this.trace(`node ${id} removed from the configuration: stays down for good`);
+      simNode.removed = true;
+      this.stats.stopped += 1;
+    }
   }
 
   private stageSnapshotDurably(simNode: SimNode, index: number): void {
@@ -519,19 +688,127 @@ export class Simulation {
     }
     simNode.applied = new Map(data);
     simNode.appliedIndex = index;
+    simNode.lastValueIndex = lastKey(data);
     simNode.confState = confState;
-    this.trace(`node ${simNode.id} installed snapshot ${index}`);
+    this.trace(`node ${simNode.id} installed snapshot ${index} (${describeConf(confState)})`);
   }
 
   private onReadState(simNode: SimNode, context: string, index: number): void {
     const read = simNode.pendingReads.get(context);
-    if (read === undefined) return; // a duplicate answer
-    simNode.pendingReads.delete(context);
-    this.stats.reads += 1;
-    if (index < read.issuedAtCommitted) {
-      this.fail(`stale read: ${context} on node ${simNode.id} got read index ${index}, but ${read.issuedAtCommitted} was applied before the read began`);
+    if (read === undefined || read.readIndex >= 0) return; // a duplicate answer
+    if (index < read.appliedAnywhere) {
+      this.fail(`stale read: ${context} on node ${simNode.id} got read index ${index}, but ${read.appliedAnywhere} was applied before the read began`);
     }
-    this.trace(`node ${simNode.id} read ${context} at index ${index}`);
+    read.readIndex = index;
+    this.trace(`node ${simNode.id} read ${context} confirmed at index ${index}`);
+  }
+
+  /**
+   * Serves the confirmed reads whose index this node has applied: the value
+   * returned must be the latest write acknowledged before the read began, or
+   * a later one, and it must be the committed value at its index.
+   */
+  private serveReads(simNode: SimNode): void {
+    for (const [context, read] of simNode.pendingReads) {
+      if (read.readIndex < 0 || simNode.appliedIndex < read.readIndex) continue;
+      simNode.pendingReads.delete(context);
+      this.stats.reads += 1;
+      const valueIndex = simNode.lastValueIndex;
+      const value = simNode.applied.get(valueIndex);
+      if (valueIndex < read.latestWriteIndex) {
+        this.fail(`stale read: ${context} on node ${simNode.id} returned the value written at ${valueIndex} (${value}), but the write at ${read.latestWriteIndex} was acknowledged before the read began`);
+      }
+      const committed = this.committed.get(valueIndex);
+      if (valueIndex > 0 && (committed === undefined || committed.key !== `${EntryType.Normal}:${value}`)) {
+        this.fail(`read ${context} on node ${simNode.id} returned ${value} at ${valueIndex}, which is not the committed value there`);
+      }
+      this.trace(`node ${simNode.id} served read ${context}: ${value ?? '(nothing written)'} at ${valueIndex}`);
+    }
+  }
+
+  // ---- Membership ----
+
+  private liveLeader(): SimNode | undefined {
+    return [...this.nodes.values()].find((n) => n.alive && n.node.status().role === Role.Leader);
+  }
+
+  /** The operator asks the leader for a random membership change (or to leave an explicit joint configuration). */
+  private changeMembership(): void {
+    const leader = this.liveLeader();
+    if (leader === undefined) return;
+    const conf = leader.node.status().confState;
+    const allocated: NodeId[] = [];
+    const fresh = (): NodeId | null => {
+      if (this.nextId > this.idsMax) return null;
+      const id = this.nextId++;
+      allocated.push(id);
+      return id;
+    };
+    let change: ConfChange | null;
+    if (isJoint(conf)) {
+      if (conf.autoLeave) return;
+      change = { transition: ConfChangeTransition.Auto, changes: [], context: new Uint8Array(0) };
+    } else {
+      change = this.randomConfChange(conf, fresh);
+    }
+    if (change === null) {
+      this.nextId -= allocated.length;
+      return;
+    }
+    const result = leader.node.proposeConfChange(change);
+    this.trace(`node ${leader.id} propose conf change ${describeChange(change)} on ${describeConf(conf)}: ${result.ok ? 'ok' : result.error.code}`);
+    if (result.ok) {
+      this.stats.confChangesProposed += 1;
+      for (const id of allocated) this.announced.add(id);
+    } else {
+      this.nextId -= allocated.length; // nobody will ever hear of these ids: reuse them
+    }
+  }
+
+  private pick<T>(items: readonly T[]): T | undefined {
+    return items.length === 0 ? undefined : items[this.random(items.length)];
+  }
+
+  /** A random change of a non-joint configuration, keeping between 2 and 7 voters. */
+  private randomConfChange(conf: ConfState, fresh: () => NodeId | null): ConfChange | null {
+    const { AddVoter, AddLearner, RemoveNode } = ConfChangeType;
+    const voters = conf.voters;
+    const learner = this.pick(conf.learners);
+    const voter = this.pick(voters);
+    const changes: ConfChangeSingle[] = [];
+    let transition: ConfChangeTransition = ConfChangeTransition.Auto;
+    switch (this.random(7)) {
+      case 0: {
+        const id = fresh();
+        if (id !== null) changes.push({ type: AddLearner, nodeId: id });
+        break;
+      }
+      case 1:
+        if (learner !== undefined && voters.length < 7) changes.push({ type: AddVoter, nodeId: learner });
+        break;
+      case 2:
+        if (voter !== undefined && voters.length > 2) changes.push({ type: RemoveNode, nodeId: voter });
+        break;
+      case 3:
+        if (learner !== undefined) changes.push({ type: RemoveNode, nodeId: learner });
+        else if (voter !== undefined && voters.length > 2) changes.push({ type: AddLearner, nodeId: voter }); // demote
+        break;
+      default: {
+        // Several voters at once (joint consensus): replace one or two voters by fresh nodes or learners.
+        const replaced = voters.slice();
+        const count = Math.min(this.random(3) === 0 ? 1 : 2, voters.length - 1);
+        for (let i = 0; i < count; i++) {
+          const out = replaced.splice(this.random(replaced.length), 1)[0]!;
+          const incoming = conf.learners.find((id) => !changes.some((c) => c.nodeId === id)) ?? fresh();
+          if (incoming === null) break;
+          changes.push({ type: AddVoter, nodeId: incoming });
+          changes.push(this.random(3) === 0 ? { type: AddLearner, nodeId: out } : { type: RemoveNode, nodeId: out });
+        }
+        transition = [ConfChangeTransition.Auto, ConfChangeTransition.JointImplicit, ConfChangeTransition.JointExplicit][this.random(3)]!;
+      }
+    }
+    if (changes.length === 0) return null;
+    return { transition, changes, context: new Uint8Array(0) };
   }
 }
 
@@ -555,4 +832,10 @@ export function traceOf(options: SimulationOptions): string {
     return `${simulation.traceText}\nFAILED: ${(error as Error).message}`;
   }
   return simulation.traceText;
+}
+
+function lastKey(data: Map<number, string>): number {
+  let last = 0;
+  for (const index of data.keys()) last = Math.max(last, index);
+  return last;
 }
