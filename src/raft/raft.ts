@@ -364,7 +364,11 @@ export class Raft {
    * campaign with the configuration in force.
    */
   private learnCommitFromVoter(m: Message): void {
-    if (m.commit > this.log.committed && m.commit <= this.log.lastIndex() && this.log.matchTerm(m.commit, m.logTerm)) this.log.commitTo(m.commit);
+    if (m.commit > this.log.committed && m.commit <= this.log.lastIndex() && this.log.matchTerm(m.commit, m.logTerm)) {
+      this.log.commitTo(m.commit);
+      // A campaign run with a configuration that committed changes now supersede must not go on (etcd #12133).
+      if (this.role !== Role.Leader && this.role !== Role.Follower && this.hasUnappliedConfChange()) this.becomeFollower(this.term, NONE);
+    }
   }
 
   private hup(transfer: boolean): void {
@@ -863,6 +867,9 @@ export class Raft {
         if (this.maybeCommit()) this.broadcastAppend();
         else this.broadcastNewEntries();
       }
+    } else if (this.role !== Role.Follower && !this.promotable()) {
+      // A (pre-)candidate removed or demoted mid-campaign must not win with the new configuration's votes.
+      this.becomeFollower(this.term, NONE);
     }
     return next;
   }

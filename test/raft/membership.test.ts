@@ -325,3 +325,47 @@ test('etcd #12359: voters that missed the commit of a leave still elect a leader
   proposeAt(net, leader, 'progress');
   assert.ok(status(net, leader).commit === status(net, leader).lastIndex, 'and the new configuration commits');
 });
+
+test('a candidate that applies its own removal mid-campaign does not win with the new configuration’s votes', () => {
+  const net = new TestNetwork([1, 2, 3], { preVote: false, checkQuorum: false });
+  net.hold = true; // vote traffic is delivered by hand
+  net.get(3).node.campaign();
+  net.settle();
+  const term = status(net, 3).term;
+  assert.equal(status(net, 3).role, Role.Candidate);
+  // The host of node 3 applies a committed change removing node 3 (e.g. learned from a voter's rejection).
+  net.get(3).node.applyConfChange(confChange(ConfChangeTransition.Auto, { type: RemoveNode, nodeId: 3 }));
+  assert.equal(status(net, 3).role, Role.Follower, 'the campaign ends');
+  for (const from of [1, 2]) net.get(3).node.step(voteResponse(from, 3, term));
+  assert.notEqual(status(net, 3).role, Role.Leader, 'grants from the remaining voters do not elect a non-member');
+});
+
+test('a candidate that learns from a rejection that a membership change committed stops campaigning until it applied it', () => {
+  const net = new TestNetwork([1, 2, 3], { preVote: false, checkQuorum: false });
+  net.elect(1);
+  net.isolate(3);
+  assert.ok(net.get(1).node.proposeConfChange(confChange(ConfChangeTransition.Auto, { type: RemoveNode, nodeId: 3 })).ok);
+  net.settle();
+  heartbeat(net, 1);
+  // Node 3 stores the change but never learns that it committed.
+  net.heal();
+  net.hold = true;
+  const leaderTerm = status(net, 1).term;
+  const confIndex = status(net, 1).lastIndex;
+  const entries = net.get(1).storage.entries(net.get(3).storage.lastIndex() + 1, confIndex + 1, Number.MAX_SAFE_INTEGER);
+  net.get(3).node.step({ type: MessageType.App, from: 1, to: 3, term: leaderTerm, logTerm: net.get(3).storage.term(net.get(3).storage.lastIndex()), index: net.get(3).storage.lastIndex(), entries, commit: 0, reject: false, rejectHint: 0, snapshot: null, context: new Uint8Array(0) });
+  net.settle();
+  net.held = [];
+  assert.ok(status(net, 3).lastIndex >= confIndex && status(net, 3).commit < confIndex, 'node 3 has the change, not its commit');
+  net.get(3).node.campaign();
+  net.settle();
+  const term = status(net, 3).term;
+  assert.equal(status(net, 3).role, Role.Candidate);
+  // Voter 1 rejects (its log is ahead) and tells node 3 that the change is committed.
+  const rejection: Message = { ...voteResponse(1, 3, term), reject: true, commit: confIndex, logTerm: net.get(1).storage.term(confIndex) };
+  net.get(3).node.step(rejection);
+  assert.equal(status(net, 3).commit, confIndex, 'node 3 learned the commit');
+  assert.equal(status(net, 3).role, Role.Follower, 'and stopped campaigning with the stale configuration');
+  net.get(3).node.step(voteResponse(2, 3, term));
+  assert.notEqual(status(net, 3).role, Role.Leader);
+});

@@ -439,6 +439,14 @@ export class Simulation {
     } else if (shape === 2 && isJoint(this.latestConf.conf)) {
       this.splitJointHalves();
       return;
+    } else if (shape === 3 && this.latestConf.conf.learners.length > 0) {
+      // The leader with the learners only: learners must never make a quorum.
+      const leader = this.liveLeader();
+      if (leader !== undefined) {
+        side.clear();
+        side.add(leader.id);
+        for (const id of this.latestConf.conf.learners) side.add(id);
+      }
     }
     this.partition = side;
     this.trace(`partition {${[...side].join(',')}} | rest`);
@@ -566,7 +574,11 @@ export class Simulation {
   }
 
   private onLeader(simNode: SimNode): void {
-    const term = simNode.node.status().term;
+    const { term, confState } = simNode.node.status();
+    // Only a voter of its own configuration may win an election (learners and removed nodes never campaign).
+    if (!confState.voters.includes(simNode.id) && !confState.votersOutgoing.includes(simNode.id)) {
+      this.fail(`node ${simNode.id} became leader of term ${term} without being a voter (${describeConf(confState)})`);
+    }
     const existing = this.leaderOfTerm.get(term);
     if (existing !== undefined && existing !== simNode.id) this.fail(`election safety: nodes ${existing} and ${simNode.id} both lead term ${term}`);
     this.leaderOfTerm.set(term, simNode.id);
@@ -633,6 +645,10 @@ export class Simulation {
       this.fail(`node ${simNode.id} cannot apply the committed membership change at ${entry.index} (${describeChange(change)}): ${(error as Error).message}`);
     }
     this.trace(`node ${simNode.id} applied conf change ${entry.index}: ${describeChange(change)} -> ${describeConf(simNode.confState)}`);
+    const { voters, votersOutgoing } = simNode.confState;
+    if (!voters.includes(simNode.id) && !votersOutgoing.includes(simNode.id) && simNode.node.status().role === Role.Leader) {
+      this.fail(`node ${simNode.id} applied its removal or demotion but is still leader (etcd #11038)`);
+    }
     if (entry.index <= this.latestConf.index) return;
     this.stats.confChangesApplied += 1;
     const before = allMembers(this.latestConf.conf);
