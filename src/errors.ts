@@ -1,9 +1,27 @@
 // Every error class raftkv exposes, in one place. Codes are stable API;
-// docs/errors.md lists them. The base classes live in the pure core.
+// docs/api.md lists them. The base classes live in the pure core.
 export {
   RaftKVError,
   InvalidArgumentError,
   LogCompactedError,
   LogUnavailableError,
   AssertionFailedError,
+  NoLeaderError,
+  ProposalDroppedError,
+  OutcomeUnknownError,
+  TimeoutError,
+  NodeStoppedError,
+  RequestTooLargeError,
 } from './raft/errors.ts';
+export { StorageFailedError, LogCorruptError } from './storage/log/classic.ts';
+export {
+  CompactedError,
+  FutureRevisionError,
+  EmptyKeyError,
+  KeyNotFoundError,
+  DuplicateKeyError,
+  TooManyOperationsError,
+  NoSpaceError,
+} from './storage/mvcc/errors.ts';
+export { MalformedFrameError } from './transport/codec.ts';
+export { UnreachableError } from './transport/memory.ts';

@@ -16,3 +16,39 @@ export { EntryType, MessageType, Role, ConfChangeType, ConfChangeTransition } fr
 export type { RaftLogReader, InitialState } from './raft/storage.ts';
 export { createRandom } from './raft/random.ts';
 export type { RandomSource } from './raft/random.ts';
+
+// The embedded store.
+export { RaftKV, TxnBuilder, op, toBytes } from './server/raftkv.ts';
+export type {
+  RaftKVOptions,
+  Bytes,
+  PutOptions,
+  ReadOptions,
+  KeySelector,
+  RangeOptions,
+  DeleteOptions,
+  PutResult,
+  DeleteResult,
+  Member,
+  Status,
+} from './server/raftkv.ts';
+export { createCluster, Cluster } from './server/cluster.ts';
+export type { ClusterOptions } from './server/cluster.ts';
+export type { TransportPort, StateMachinePort } from './server/ports.ts';
+export type {
+  KeyValue,
+  RangeResponse,
+  TxnResponse,
+  OpResponse,
+  Event,
+  SortOrder,
+  SortTarget,
+  CompareTarget,
+  CompareResult,
+  RequestOp,
+} from './storage/mvcc/types.ts';
+export { MvccStore } from './storage/mvcc/store.ts';
+export type { MvccOptions } from './storage/mvcc/store.ts';
+export { ClassicLogStorage } from './storage/log/classic.ts';
+export { MemoryNetwork, MemoryTransport } from './transport/memory.ts';
+export type { NetworkFaults, MemoryNetworkOptions } from './transport/memory.ts';

@@ -1,0 +1,447 @@
+// RaftKV: one member of a replicated, strongly consistent key-value store,
+// embedded in the app's process. It wires one replicated node (Raft core,
+// log storage, transport) to one MVCC store and offers etcd's API in the
+// shape Node users know from the etcd3 client: put, get, range, delete,
+// transactions, compaction, membership and status. Keys and values are
+// strings (UTF-8) or bytes; results carry Buffers. Writes go through Raft
+// (forwarded to the leader from any member); reads are linearizable by
+// default (a batched ReadIndex round) or serializable (local) on request.
+
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { InvalidArgumentError, RaftKVError } from '../raft/errors.ts';
+import type { RandomSource } from '../raft/random.ts';
+import { ConfChangeTransition, ConfChangeType } from '../raft/types.ts';
+import type { ConfState, NodeId } from '../raft/types.ts';
+import { ClassicLogStorage } from '../storage/log/classic.ts';
+import { CompactedError, FutureRevisionError } from '../storage/mvcc/errors.ts';
+import { prefixEnd } from '../storage/mvcc/keys.ts';
+import { MvccStore } from '../storage/mvcc/store.ts';
+import type {
+  Compare,
+  CompareResult,
+  CompareTarget,
+  KeyValue,
+  RangeRequest,
+  RangeResponse,
+  RequestOp,
+  SortOrder,
+  SortTarget,
+  TxnRequest,
+  TxnResponse,
+  WriteRequest,
+  WriteResponse,
+} from '../storage/mvcc/types.ts';
+import { DEFAULT_REQUEST_LIMITS, validateRangeRequest, validateWriteRequest } from '../storage/mvcc/validate.ts';
+import type { RequestLimits } from '../storage/mvcc/validate.ts';
+import type { TransportPort } from './ports.ts';
+import { ReplicatedNode } from './replicated-node.ts';
+import type { NodeStatus } from './replicated-node.ts';
+
+/** A key or value: a string (stored as UTF-8) or bytes. */
+export type Bytes = string | Uint8Array;
+
+export interface RaftKVOptions {
+  /** This member's id: a positive integer, unique in the cluster. */
+  readonly id: NodeId;
+  /** Where this member keeps its Raft log and its store (created if missing). */
+  readonly dataDir: string;
+  /** How this member reaches the others (e.g. MemoryNetwork.endpoint(id)). */
+  readonly transport: TransportPort;
+  /** Voters of a brand-new cluster, this member included; ignored once the data directory has state. Omit to join an existing cluster. */
+  readonly initialMembers?: readonly NodeId[];
+  /** Milliseconds per Raft tick. Default 100. */
+  readonly tickMs?: number;
+  /** Ticks without a leader before an election. Default 10. */
+  readonly electionTimeoutTicks?: number;
+  /** Ticks between leader heartbeats. Default 1. */
+  readonly heartbeatTicks?: number;
+  /** Deadline of every request, in milliseconds. Default 5,000. */
+  readonly requestTimeoutMs?: number;
+  /** Applied entries between automatic snapshots. Default 10,000. */
+  readonly snapshotEntries?: number;
+  /** Entries kept behind a snapshot for slow followers. Default 5,000. */
+  readonly snapshotCatchUpEntries?: number;
+  /** Live data the store accepts before refusing writes (RAFTKV_NO_SPACE). Default 2 GiB. */
+  readonly quotaBytes?: number;
+  /** Largest request. Default 1.5 MiB. */
+  readonly requestBytesMax?: number;
+  /** Most compares / operations per branch in a transaction. Default 128. */
+  readonly txnOperationsMax?: number;
+  /** Writes proposed and not yet applied, at most. Default 100,000. */
+  readonly proposalsMax?: number;
+  /** Linearizable reads waiting, at most. Default 100,000. */
+  readonly readsMax?: number;
+  /** Seeded randomness for election timeouts (tests); crypto-random when omitted. */
+  readonly random?: RandomSource;
+  /** Called once if the member stops on a fatal error (a failed disk write). */
+  readonly onFatal?: (error: Error) => void;
+}
+
+export interface PutOptions {
+  readonly lease?: number;
+  /** Return the previous key-value. */
+  readonly prevKv?: boolean;
+  readonly ignoreValue?: boolean;
+  readonly ignoreLease?: boolean;
+}
+
+export interface ReadOptions {
+  /** Read at a past revision (0: current). */
+  readonly revision?: number;
+  /** Serve from this member's state without a ReadIndex round: faster, possibly stale. */
+  readonly serializable?: boolean;
+}
+
+/** Which keys: one `key`; a `prefix`; `key` up to `rangeEnd` (exclusive); `fromKey` onward; or `all`. */
+export interface KeySelector {
+  readonly key?: Bytes;
+  readonly rangeEnd?: Bytes;
+  readonly prefix?: Bytes;
+  readonly fromKey?: Bytes;
+  readonly all?: boolean;
+}
+
+export interface RangeOptions extends KeySelector, ReadOptions {
+  readonly limit?: number;
+  readonly keysOnly?: boolean;
+  readonly countOnly?: boolean;
+  readonly sort?: { readonly target?: SortTarget; readonly order?: SortOrder };
+  readonly minModRevision?: number;
+  readonly maxModRevision?: number;
+  readonly minCreateRevision?: number;
+  readonly maxCreateRevision?: number;
+}
+
+export interface DeleteOptions extends KeySelector {
+  readonly prevKv?: boolean;
+}
+
+export interface PutResult {
+  readonly revision: number;
+  readonly prevKv?: KeyValue;
+}
+
+export interface DeleteResult {
+  readonly revision: number;
+  readonly deleted: number;
+  readonly prevKvs: readonly KeyValue[];
+}
+
+export interface Member {
+  readonly id: NodeId;
+  readonly isLearner: boolean;
+}
+
+export interface Status extends NodeStatus {
+  readonly revision: number;
+  readonly compactRevision: number;
+  readonly dbSizeBytes: number;
+  readonly keyCount: number;
+}
+
+const encoder = new TextEncoder();
+
+/** A string as UTF-8 bytes; bytes as they are. */
+export function toBytes(value: Bytes, name = 'key'): Uint8Array {
+  if (typeof value === 'string') return encoder.encode(value);
+  if (value instanceof Uint8Array) return value;
+  throw new InvalidArgumentError(`${name} must be a string or a Uint8Array`);
+}
+
+function selectorBounds(selector: KeySelector): { key: Uint8Array; rangeEnd?: Uint8Array } {
+  if (selector.all === true) return { key: new Uint8Array([0]), rangeEnd: new Uint8Array([0]) };
+  if (selector.prefix !== undefined) {
+    const prefix = toBytes(selector.prefix, 'prefix');
+    if (prefix.length === 0) return { key: new Uint8Array([0]), rangeEnd: new Uint8Array([0]) };
+    return { key: prefix, rangeEnd: prefixEnd(prefix) };
+  }
+  if (selector.fromKey !== undefined) return { key: toBytes(selector.fromKey, 'fromKey'), rangeEnd: new Uint8Array([0]) };
+  if (selector.key === undefined) throw new InvalidArgumentError('name the keys: key, key + rangeEnd, prefix, fromKey or all');
+  const key = toBytes(selector.key);
+  return selector.rangeEnd === undefined ? { key } : { key, rangeEnd: toBytes(selector.rangeEnd, 'rangeEnd') };
+}
+
+function rangeRequestOf(options: RangeOptions): RangeRequest {
+  const request: { -readonly [K in keyof RangeRequest]: RangeRequest[K] } = { ...selectorBounds(options) };
+  if (options.limit !== undefined) request.limit = options.limit;
+  if (options.revision !== undefined) request.revision = options.revision;
+  if (options.keysOnly !== undefined) request.keysOnly = options.keysOnly;
+  if (options.countOnly !== undefined) request.countOnly = options.countOnly;
+  if (options.sort?.target !== undefined) request.sortTarget = options.sort.target;
+  if (options.sort?.order !== undefined) request.sortOrder = options.sort.order;
+  if (options.minModRevision !== undefined) request.minModRevision = options.minModRevision;
+  if (options.maxModRevision !== undefined) request.maxModRevision = options.maxModRevision;
+  if (options.minCreateRevision !== undefined) request.minCreateRevision = options.minCreateRevision;
+  if (options.maxCreateRevision !== undefined) request.maxCreateRevision = options.maxCreateRevision;
+  return request;
+}
+
+/** Builders of transaction operations: `kv.txn().if(...).then(op.put('k', 'v')).commit()`. */
+export const op = {
+  put(key: Bytes, value: Bytes, options: PutOptions = {}): RequestOp {
+    return { type: 'put', key: toBytes(key), value: toBytes(value, 'value'), ...options };
+  },
+  get(key: Bytes, options: Omit<RangeOptions, keyof KeySelector | 'serializable'> = {}): RequestOp {
+    return { type: 'range', ...rangeRequestOf({ ...options, key }) };
+  },
+  range(options: Omit<RangeOptions, 'serializable'>): RequestOp {
+    return { type: 'range', ...rangeRequestOf(options) };
+  },
+  delete(selector: Bytes | DeleteOptions): RequestOp {
+    const options: DeleteOptions = typeof selector === 'string' || selector instanceof Uint8Array ? { key: selector } : selector;
+    return { type: 'deleteRange', ...selectorBounds(options), ...(options.prevKv === true ? { prevKv: true } : {}) };
+  },
+};
+
+/** A transaction: compares, then the operations of the branch they select, at one revision. */
+export class TxnBuilder {
+  private readonly compares: Compare[] = [];
+  private success: RequestOp[] = [];
+  private failure: RequestOp[] = [];
+
+  constructor(private readonly commitRequest: (request: TxnRequest) => Promise<TxnResponse>) {}
+
+  /** Adds a compare: `if('k', 'value', '=', 'v')`, `if('k', 'version', '>', 0)`, `if('k', 'mod', '<', 42)`. */
+  if(key: Bytes | KeySelector, target: CompareTarget, result: CompareResult, operand: Bytes | number): this {
+    const bounds = typeof key === 'string' || key instanceof Uint8Array ? { key: toBytes(key) } : selectorBounds(key);
+    if (target === 'value') {
+      if (typeof operand === 'number') throw new InvalidArgumentError('a value compare takes a string or bytes');
+      this.compares.push({ ...bounds, target, result, value: toBytes(operand, 'value') });
+    } else {
+      if (typeof operand !== 'number') throw new InvalidArgumentError(`a ${target} compare takes a number`);
+      this.compares.push({ ...bounds, target, result, number: operand });
+    }
+    return this;
+  }
+
+  then(...operations: RequestOp[]): this {
+    this.success = operations;
+    return this;
+  }
+
+  else(...operations: RequestOp[]): this {
+    this.failure = operations;
+    return this;
+  }
+
+  commit(): Promise<TxnResponse> {
+    return this.commitRequest({ type: 'txn', compare: this.compares, success: this.success, failure: this.failure });
+  }
+}
+
+function buffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** Key-values leave the API with Buffers (`kv.value.toString()` reads a string value). */
+function withBuffers(kv: KeyValue): KeyValue {
+  return { ...kv, key: buffer(kv.key), value: buffer(kv.value) };
+}
+
+function rangeWithBuffers<T extends RangeResponse>(response: T): T {
+  return { ...response, kvs: response.kvs.map(withBuffers) };
+}
+
+function txnWithBuffers(response: TxnResponse): TxnResponse {
+  return {
+    ...response,
+    responses: response.responses.map((inner) => {
+      if (inner.type === 'range') return rangeWithBuffers(inner);
+      if (inner.type === 'txn') return txnWithBuffers(inner);
+      if (inner.type === 'put') return inner.prevKv === undefined ? inner : { ...inner, prevKv: withBuffers(inner.prevKv) };
+      return { ...inner, prevKvs: inner.prevKvs.map(withBuffers) };
+    }),
+  };
+}
+
+/** Turns a deterministic refusal from the store into the typed error it stands for. */
+function raiseIfError(response: WriteResponse): void {
+  if (response.type !== 'error') return;
+  if (response.code === 'RAFTKV_COMPACTED') throw new CompactedError(response.revision, response.compactRevision ?? 0);
+  if (response.code === 'RAFTKV_FUTURE_REVISION') throw new FutureRevisionError(0, response.revision);
+  throw new RaftKVError(response.code, response.message);
+}
+
+export class RaftKV {
+  readonly id: NodeId;
+  private readonly limits: RequestLimits;
+
+  private constructor(
+    private readonly node: ReplicatedNode<WriteRequest, WriteResponse>,
+    private readonly store: MvccStore,
+    limits: RequestLimits,
+  ) {
+    this.id = node.id;
+    this.limits = limits;
+  }
+
+  /** Opens a member: bootstraps a new cluster with `initialMembers`, or restarts from `dataDir`. */
+  static async open(options: RaftKVOptions): Promise<RaftKV> {
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options are required');
+    if (typeof options.dataDir !== 'string' || options.dataDir.length === 0) throw new InvalidArgumentError('dataDir must be a directory path');
+    const limits: RequestLimits = {
+      requestBytesMax: options.requestBytesMax ?? DEFAULT_REQUEST_LIMITS.requestBytesMax,
+      txnOperationsMax: options.txnOperationsMax ?? DEFAULT_REQUEST_LIMITS.txnOperationsMax,
+    };
+    await mkdir(options.dataDir, { recursive: true });
+    const log = await ClassicLogStorage.open(join(options.dataDir, 'log'));
+    let store: MvccStore;
+    try {
+      store = await MvccStore.open(join(options.dataDir, 'kv'), options.quotaBytes === undefined ? {} : { quotaBytes: options.quotaBytes });
+    } catch (error) {
+      await log.close();
+      throw error;
+    }
+    const { dataDir: _dataDir, quotaBytes: _quota, txnOperationsMax: _ops, ...nodeOptions } = options;
+    try {
+      const node = await ReplicatedNode.start<WriteRequest, WriteResponse>({
+        ...nodeOptions,
+        log,
+        stateMachine: store,
+        snapshotDirectory: join(options.dataDir, 'snap'),
+        requestBytesMax: limits.requestBytesMax + 4096,
+      });
+      return new RaftKV(node, store, limits);
+    } catch (error) {
+      await store.close();
+      await log.close();
+      throw error;
+    }
+  }
+
+  /** Sets a key; resolves once the write is committed and applied on this member. */
+  async put(key: Bytes, value: Bytes, options: PutOptions = {}): Promise<PutResult> {
+    const response = await this.write({ type: 'put', key: toBytes(key), value: toBytes(value, 'value'), ...options });
+    return response.type === 'put' && response.prevKv !== undefined
+      ? { revision: response.revision, prevKv: withBuffers(response.prevKv) }
+      : { revision: response.revision };
+  }
+
+  /** One key's current (or historical) key-value, or undefined if it does not exist. */
+  async get(key: Bytes, options: ReadOptions = {}): Promise<KeyValue | undefined> {
+    const response = await this.range({ ...options, key });
+    return response.kvs[0];
+  }
+
+  /** Keys by key, range, prefix, fromKey or all, with etcd's range options. */
+  async range(options: RangeOptions): Promise<RangeResponse> {
+    const request = rangeRequestOf(options);
+    validateRangeRequest(request);
+    if (options.serializable !== true) await this.node.readBarrier();
+    return rangeWithBuffers(await this.store.range(request));
+  }
+
+  /** Deletes a key, or every key a selector names; deleting nothing is not an error. */
+  async delete(selector: Bytes | DeleteOptions): Promise<DeleteResult> {
+    const operation = op.delete(selector) as WriteRequest;
+    const response = await this.write(operation);
+    if (response.type !== 'deleteRange') throw new RaftKVError('RAFTKV_INTERNAL', 'unexpected response to a delete');
+    return { revision: response.revision, deleted: response.deleted, prevKvs: response.prevKvs.map(withBuffers) };
+  }
+
+  /** Starts a transaction: `.if(...)`, `.then(...)`, `.else(...)`, `.commit()`. */
+  txn(): TxnBuilder {
+    return new TxnBuilder(async (request) => {
+      const response = await this.write(request);
+      if (response.type !== 'txn') throw new RaftKVError('RAFTKV_INTERNAL', 'unexpected response to a txn');
+      return txnWithBuffers(response);
+    });
+  }
+
+  /** Makes revisions before `revision` unreadable and reclaims their space in the background. */
+  async compact(revision: number): Promise<{ revision: number }> {
+    const response = await this.write({ type: 'compact', revision });
+    return { revision: response.revision };
+  }
+
+  members(): Member[] {
+    const confState: ConfState = this.node.status().confState;
+    return [
+      ...confState.voters.map((id) => ({ id, isLearner: false })),
+      ...confState.learners.map((id) => ({ id, isLearner: true })),
+    ].sort((left, right) => left.id - right.id);
+  }
+
+  /** Adds a voting member (start it with no initialMembers; it catches up by snapshot). */
+  async addMember(id: NodeId, address = ''): Promise<Member[]> {
+    await this.changeMembership(ConfChangeType.AddVoter, id, address);
+    return this.members();
+  }
+
+  /** Adds a non-voting member that receives the log; promote it once it caught up. */
+  async addLearner(id: NodeId, address = ''): Promise<Member[]> {
+    await this.changeMembership(ConfChangeType.AddLearner, id, address);
+    return this.members();
+  }
+
+  async promoteMember(id: NodeId): Promise<Member[]> {
+    if (!this.members().some((member) => member.id === id && member.isLearner)) {
+      throw new InvalidArgumentError(`member ${id} is not a learner`);
+    }
+    await this.changeMembership(ConfChangeType.AddVoter, id, '');
+    return this.members();
+  }
+
+  async removeMember(id: NodeId): Promise<Member[]> {
+    if (!this.members().some((member) => member.id === id)) throw new InvalidArgumentError(`member ${id} is not in the cluster`);
+    await this.changeMembership(ConfChangeType.RemoveNode, id, '');
+    return this.members();
+  }
+
+  /** Asks the leader to hand leadership to `id`; resolves once `id` leads. */
+  async transferLeadership(id: NodeId): Promise<void> {
+    if (!this.members().some((member) => member.id === id && !member.isLearner)) throw new InvalidArgumentError(`member ${id} is not a voter`);
+    await this.node.transferLeadership(id);
+  }
+
+  async status(): Promise<Status> {
+    const store = this.store.status();
+    return {
+      ...this.node.status(),
+      revision: store.currentRevision,
+      compactRevision: store.compactRevision,
+      keyCount: store.keyCount,
+      dbSizeBytes: await this.store.dbSizeBytes(),
+    };
+  }
+
+  /** A hash of the store at a revision; equal on every member that applied the same log. */
+  hash(revision?: number): Promise<{ hash: string; revision: number; compactRevision: number }> {
+    return this.store.hash(revision);
+  }
+
+  /** Resolves once this member knows a leader (or fails with RAFTKV_NO_LEADER at the request deadline). */
+  waitForLeader(): Promise<void> {
+    return this.node.waitForLeader();
+  }
+
+  get isLeader(): boolean {
+    return this.node.isLeader;
+  }
+
+  get isStopped(): boolean {
+    return this.node.isStopped;
+  }
+
+  async close(): Promise<void> {
+    await this.node.close();
+  }
+
+  private async write(request: WriteRequest): Promise<WriteResponse> {
+    validateWriteRequest(request, this.limits);
+    const response = await this.node.propose(request);
+    raiseIfError(response);
+    return response;
+  }
+
+  private async changeMembership(type: ConfChangeType, id: NodeId, address: string): Promise<void> {
+    if (!Number.isSafeInteger(id) || id <= 0) throw new InvalidArgumentError(`member id must be a positive integer, got ${String(id)}`);
+    if (typeof address !== 'string') throw new InvalidArgumentError('address must be a string');
+    await this.node.changeMembership({
+      transition: ConfChangeTransition.Auto,
+      changes: [{ type, nodeId: id }],
+      context: toBytes(address, 'address'),
+    });
+  }
+}
