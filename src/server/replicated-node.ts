@@ -305,11 +305,47 @@ export class ReplicatedNode<Request, Response> {
         await this.handleReady(ready);
         if (this.stopped !== null) break;
         this.raw.advance();
+      }
+    } catch (error) {
+      this.fail(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  // ---- Applying, pipelined behind the ready loop ----
+  //
+  // Committed entries are queued and applied in order while the loop goes on
+  // persisting and sending the next Ready (as etcd's apply loop does). The
+  // loop waits for the queue to drain before it installs a snapshot, after
+  // handing over a membership change (the core must see it applied before it
+  // may campaign, etcd #12133), and when the queue is over its bound.
+
+  private applyQueue: Entry[] = [];
+  private applyWorker: Promise<void> | null = null;
+  private readonly applyQueueEntriesMax = 16_384;
+
+  private enqueueApply(entries: readonly Entry[]): void {
+    for (const entry of entries) this.applyQueue.push(entry);
+    this.applyWorker ??= this.runApply().finally(() => {
+      this.applyWorker = null;
+    });
+  }
+
+  private async runApply(): Promise<void> {
+    try {
+      while (this.applyQueue.length > 0 && this.stopped === null) {
+        const entries = this.applyQueue;
+        this.applyQueue = [];
+        await this.apply(entries);
+        this.reads.release(this.appliedIndex);
         await this.maybeSnapshot();
       }
     } catch (error) {
       this.fail(error instanceof Error ? error : new Error(String(error)));
     }
+  }
+
+  private async drainApply(): Promise<void> {
+    while (this.applyWorker !== null) await this.applyWorker;
   }
 
   private startReadRound(): void {
@@ -324,7 +360,10 @@ export class ReplicatedNode<Request, Response> {
     this.send(ready.messagesBeforePersist);
     // The snapshot's data is durable in the state machine before the log records the snapshot:
     // after a crash in between, the store is merely ahead and skips what it already holds.
-    if (ready.snapshot !== null) await this.installSnapshot(ready.snapshot.index, ready.snapshot.confState);
+    if (ready.snapshot !== null) {
+      await this.drainApply();
+      await this.installSnapshot(ready.snapshot.index, ready.snapshot.confState);
+    }
     if (ready.snapshot !== null || ready.entries.length > 0 || ready.hardState !== null) {
       await this.logStorage.save({
         snapshot: ready.snapshot,
@@ -334,8 +373,12 @@ export class ReplicatedNode<Request, Response> {
       });
     }
     this.send(ready.messages);
-    if (ready.committedEntries.length > 0) await this.apply(ready.committedEntries);
     for (const state of ready.readStates) this.reads.confirm(state.context, state.index);
+    if (ready.committedEntries.length > 0) {
+      this.enqueueApply(ready.committedEntries);
+      const changesMembership = ready.committedEntries.some((entry) => entry.type === EntryType.ConfChange);
+      if (changesMembership || this.applyQueue.length > this.applyQueueEntriesMax) await this.drainApply();
+    }
     this.reads.release(this.appliedIndex);
   }
 
@@ -533,6 +576,7 @@ export class ReplicatedNode<Request, Response> {
     for (const waiter of this.leaderWaiters) waiter.reject(error);
     this.leaderWaiters = [];
     if (this.loopRunning !== null) await this.loopRunning.catch(() => undefined);
+    await this.drainApply();
     await this.closeOnce();
   }
 
