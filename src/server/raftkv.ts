@@ -329,6 +329,8 @@ export class RaftKV {
     const request = rangeRequestOf(options);
     validateRangeRequest(request);
     if (options.serializable !== true) await this.node.readBarrier();
+    // A local read completes in microtasks only; yield once so a tight loop of them cannot starve the member's own timers and I/O.
+    else await new Promise<void>((resolve) => setImmediate(resolve));
     return rangeWithBuffers(await this.store.range(request));
   }
 
