@@ -7,7 +7,7 @@
 //
 // Options: --seconds N (per case, default 5) --warmup N (default 1)
 //          --writers 1,16,256,1024 --rate 10000 (fixed-rate case)
-//          --only raftkv|etcd --json
+//          --only raftkv|etcd --json --single-thread (all members on one thread)
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { closedLoop, openLoop } from './load.ts';
 import type { BenchTarget, LoadResult } from './load.ts';
 import { startRaftkvTarget } from './targets/raftkv.ts';
+import { startRaftkvThreadsTarget } from './targets/raftkv-threads.ts';
 import { etcdAvailable, startEtcdTarget } from './targets/etcd.ts';
 
 interface Row {
@@ -35,6 +36,8 @@ const writerCounts = (option('--writers') ?? '1,16,256,1024').split(',').map(Num
 const fixedRate = Number(option('--rate') ?? 10_000);
 const only = option('--only');
 const json = process.argv.includes('--json');
+// One member per worker thread (as one per process in production), or all three on this thread.
+const threads = !process.argv.includes('--single-thread');
 const keySpace = 100_000;
 const value = new Uint8Array(256).fill(0x61);
 
@@ -113,8 +116,10 @@ const directory = await mkdtemp(join(tmpdir(), 'raftkv-bench-'));
 const rows: Row[] = [];
 try {
   if (only === undefined || only === 'raftkv') {
-    if (!json) console.error('raftkv: 3 nodes in this process, classic-level storage, synced writes');
-    const target = await startRaftkvTarget(join(directory, 'raftkv'));
+    if (!json) {
+      console.error(`raftkv: 3 members ${threads ? 'in 3 worker threads' : 'on one thread'}, classic-level storage, every write synced on a quorum`);
+    }
+    const target = threads ? await startRaftkvThreadsTarget(join(directory, 'raftkv')) : await startRaftkvTarget(join(directory, 'raftkv'));
     try {
       rows.push(...(await runCases(target)));
     } finally {
