@@ -12,11 +12,11 @@ import { InvalidArgumentError, RaftKVError } from '../../raft/errors.ts';
 import type { InitialState } from '../../raft/storage.ts';
 import type { ConfState, Entry, HardState, SnapshotMetadata } from '../../raft/types.ts';
 import {
-  decodeEntry,
+  decodeRun,
   decodeHardState,
   decodeLogStart,
   decodeSnapshotMetadata,
-  encodeEntry,
+  encodeRun,
   encodeHardState,
   encodeLogStart,
   encodeSnapshotMetadata,
@@ -50,6 +50,12 @@ export class LogCorruptError extends RaftKVError {
 }
 
 type Database = ClassicLevel<Uint8Array, Uint8Array>;
+/** Entries [start, end] stored as one record keyed by start. */
+interface Run {
+  readonly start: number;
+  readonly end: number;
+}
+
 type Operation = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
 
 const EMPTY_CONF: ConfState = { voters: [], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
@@ -61,6 +67,8 @@ export class ClassicLogStorage implements LogStorage {
   private constructor(
     private readonly db: Database,
     private readonly view: MemoryLogStorage,
+    /** The stored runs of entries, by first index (some may start below the log's first index). */
+    private runs: Run[],
   ) {}
 
   static async open(directory: string): Promise<ClassicLogStorage> {
@@ -68,8 +76,8 @@ export class ClassicLogStorage implements LogStorage {
     const db: Database = new ClassicLevel(directory, { keyEncoding: 'view', valueEncoding: 'view' });
     await db.open();
     try {
-      const view = await recover(db);
-      return new ClassicLogStorage(db, view);
+      const { view, runs } = await recover(db);
+      return new ClassicLogStorage(db, view, runs);
     } catch (error) {
       await db.close();
       throw error;
@@ -115,24 +123,48 @@ export class ClassicLogStorage implements LogStorage {
     this.ensureUsable();
     this.view.validate(update);
     const operations: Operation[] = [];
-    const oldFirst = this.view.firstIndex();
-    const oldLast = this.view.lastIndex();
+    let runs = this.runs;
     if (update.snapshot !== null) {
       // The whole log is replaced.
-      for (let index = oldFirst; index <= oldLast; index++) operations.push({ type: 'del', key: entryKey(index) });
+      for (const run of runs) operations.push({ type: 'del', key: entryKey(run.start) });
+      runs = [];
       operations.push({ type: 'put', key: SNAPSHOT_KEY, value: encodeSnapshotMetadata(update.snapshot) });
       operations.push({ type: 'put', key: LOG_START_KEY, value: encodeLogStart({ index: update.snapshot.index, term: update.snapshot.term }) });
     }
     const entries = update.entries;
     if (entries.length > 0) {
-      const newLast = entries[entries.length - 1]!.index;
-      // A conflicting suffix longer than the new entries is removed.
-      if (update.snapshot === null) for (let index = newLast + 1; index <= oldLast; index++) operations.push({ type: 'del', key: entryKey(index) });
-      for (const entry of entries) operations.push({ type: 'put', key: entryKey(entry.index), value: encodeEntry(entry) });
+      const first = entries[0]!.index;
+      const last = entries[entries.length - 1]!.index;
+      runs = this.truncateRuns(runs, first, operations);
+      operations.push({ type: 'put', key: entryKey(first), value: encodeRun(entries) });
+      runs = [...runs, { start: first, end: last }];
     }
     if (update.hardState !== null) operations.push({ type: 'put', key: HARD_STATE_KEY, value: encodeHardState(update.hardState) });
     if (operations.length > 0) await this.write(operations, update.sync);
     this.view.saveSync(update);
+    this.runs = runs;
+  }
+
+  /**
+   * Removes every stored entry at or after `from`: runs that start there or
+   * later are deleted; a run that straddles it is rewritten with its entries
+   * before `from` (those still in the log).
+   */
+  private truncateRuns(runs: Run[], from: number, operations: Operation[]): Run[] {
+    const kept: Run[] = [];
+    for (const run of runs) {
+      if (run.end < from) {
+        kept.push(run);
+        continue;
+      }
+      operations.push({ type: 'del', key: entryKey(run.start) });
+      const low = Math.max(run.start, this.view.firstIndex());
+      if (run.start < from && low < from) {
+        operations.push({ type: 'put', key: entryKey(low), value: encodeRun(this.view.entries(low, from, Number.POSITIVE_INFINITY)) });
+        kept.push({ start: low, end: from - 1 });
+      }
+    }
+    return kept;
   }
 
   async bootstrap(confState: ConfState): Promise<void> {
@@ -152,11 +184,17 @@ export class ClassicLogStorage implements LogStorage {
     this.ensureUsable();
     if (!this.view.validateCompact(compactIndex)) return;
     const operations: Operation[] = [];
-    for (let index = this.view.firstIndex(); index <= compactIndex; index++) operations.push({ type: 'del', key: entryKey(index) });
+    const kept: Run[] = [];
+    // Whole runs at or below the compaction go; a straddling run stays (recovery skips its old entries).
+    for (const run of this.runs) {
+      if (run.end <= compactIndex) operations.push({ type: 'del', key: entryKey(run.start) });
+      else kept.push(run);
+    }
     operations.push({ type: 'put', key: LOG_START_KEY, value: encodeLogStart({ index: compactIndex, term: this.view.term(compactIndex) }) });
     // Not synced: if lost, the old entries simply reappear on restart.
     await this.write(operations, false);
     this.view.compactSync(compactIndex);
+    this.runs = kept;
   }
 
   async close(): Promise<void> {
@@ -182,7 +220,7 @@ export class ClassicLogStorage implements LogStorage {
 }
 
 /** Reads everything back and checks it; throws LogCorruptError naming the first bad index. */
-async function recover(db: Database): Promise<MemoryLogStorage> {
+async function recover(db: Database): Promise<{ view: MemoryLogStorage; runs: Run[] }> {
   const [hardRecord, snapshotRecord, startRecord] = await db.getMany([HARD_STATE_KEY, SNAPSHOT_KEY, LOG_START_KEY]);
   const written = hardRecord !== undefined || snapshotRecord !== undefined;
   const hardState: HardState | null = hardRecord === undefined ? { term: 0, vote: 0, commit: 0 } : decodeHardState(hardRecord);
@@ -193,24 +231,32 @@ async function recover(db: Database): Promise<MemoryLogStorage> {
   if (start === null) throw new LogCorruptError(0, 'the log start record does not decode');
 
   const entries: Entry[] = [];
+  const runs: Run[] = [];
   let expected = start.index + 1;
   let previousTerm = start.term;
   for await (const [key, value] of db.iterator({ gte: ENTRY_KEY_LOW, lt: ENTRY_KEY_HIGH })) {
-    const index = indexOfEntryKey(key);
-    if (index <= start.index) continue; // left behind by a compaction that was not synced: harmless
-    if (index !== expected) throw new LogCorruptError(expected, `entry ${expected} is missing (next stored entry is ${index})`);
-    const entry = decodeEntry(value);
-    if (entry === null) throw new LogCorruptError(index, 'checksum mismatch or malformed entry');
-    if (entry.index !== index) throw new LogCorruptError(index, `entry stored under index ${index} says it is ${entry.index}`);
-    if (entry.term < previousTerm) throw new LogCorruptError(index, `term ${entry.term} is below the previous term ${previousTerm}`);
-    entries.push(entry);
-    previousTerm = entry.term;
-    expected += 1;
+    const runStart = indexOfEntryKey(key);
+    const run = decodeRun(value);
+    if (run === null || run.length === 0) throw new LogCorruptError(Math.max(runStart, expected), `the run of entries stored at ${runStart} is malformed`);
+    runs.push({ start: runStart, end: runStart + run.length - 1 });
+    for (let position = 0; position < run.length; position++) {
+      const index = runStart + position;
+      const entry = run[position];
+      if (index <= start.index) continue; // left behind by a compaction that was not synced: harmless
+      if (index !== expected) throw new LogCorruptError(expected, `entry ${expected} is missing (next stored entry is ${index})`);
+      if (entry === null || entry === undefined) throw new LogCorruptError(index, 'checksum mismatch or malformed entry');
+      if (entry.index !== index) throw new LogCorruptError(index, `entry stored as ${index} says it is ${entry.index}`);
+      if (entry.term < previousTerm) throw new LogCorruptError(index, `term ${entry.term} is below the previous term ${previousTerm}`);
+      entries.push(entry);
+      previousTerm = entry.term;
+      expected += 1;
+    }
   }
   const lastIndex = start.index + entries.length;
   if (hardState.commit > lastIndex) throw new LogCorruptError(lastIndex + 1, `committed index ${hardState.commit} is beyond the last entry ${lastIndex}`);
   if (snapshot.index > lastIndex || snapshot.index < start.index) {
     throw new LogCorruptError(snapshot.index, `snapshot ${snapshot.index} is outside the stored log [${start.index}, ${lastIndex}]`);
   }
-  return MemoryLogStorage.fromRecovered({ hardState, snapshot, compactedIndex: start.index, compactedTerm: start.term, entries, written });
+  const view = MemoryLogStorage.fromRecovered({ hardState, snapshot, compactedIndex: start.index, compactedTerm: start.term, entries, written });
+  return { view, runs };
 }

@@ -5,6 +5,9 @@
 //
 // Entry record: crc32c u32 | index f64 | term f64 | type u8 | data
 // (the checksum covers everything after itself; f64 holds any safe integer).
+// Entries are stored in runs: one LevelDB record per save, keyed by the
+// run's first index, holding count u32 then (length u32, entry record) per
+// entry — one write operation per Ready instead of one per entry.
 
 import { assert } from '../../raft/errors.ts';
 import type { ConfState, Entry, EntryType, HardState, SnapshotMetadata } from '../../raft/types.ts';
@@ -72,6 +75,42 @@ export function decodeEntry(record: Uint8Array): Entry | null {
   const type = record[20]!;
   if (!Number.isSafeInteger(index) || !Number.isSafeInteger(term) || (type !== 0 && type !== 1)) return null;
   return { index, term, type: type as EntryType, data: record.slice(HEADER_BYTES) };
+}
+
+/** Packs consecutive entries into one run record. */
+export function encodeRun(entries: readonly Entry[]): Uint8Array {
+  assert(entries.length > 0, 'a run holds at least one entry');
+  const records = entries.map(encodeEntry);
+  const out = new Uint8Array(4 + records.reduce((sum, record) => sum + 4 + record.length, 0));
+  const view = new DataView(out.buffer);
+  view.setUint32(0, records.length);
+  let offset = 4;
+  for (const record of records) {
+    view.setUint32(offset, record.length);
+    out.set(record, offset + 4);
+    offset += 4 + record.length;
+  }
+  return out;
+}
+
+/**
+ * Unpacks a run: each entry, or null where an entry record fails its
+ * checksum; null for the whole run if its framing is broken.
+ */
+export function decodeRun(value: Uint8Array): (Entry | null)[] | null {
+  if (value.length < 4) return null;
+  const view = new DataView(value.buffer, value.byteOffset, value.byteLength);
+  const count = view.getUint32(0);
+  const entries: (Entry | null)[] = [];
+  let offset = 4;
+  for (let i = 0; i < count; i++) {
+    if (offset + 4 > value.length) return null;
+    const length = view.getUint32(offset);
+    if (offset + 4 + length > value.length) return null;
+    entries.push(decodeEntry(value.subarray(offset + 4, offset + 4 + length)));
+    offset += 4 + length;
+  }
+  return offset === value.length ? entries : null;
 }
 
 // Metadata records: JSON with a checksum (small, rare, human-inspectable).
