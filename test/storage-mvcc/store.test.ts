@@ -313,3 +313,12 @@ test('the quota refuses growth but still allows deletes and overwrites that shri
     { quotaBytes: 100 },
   );
 });
+
+test('prefixEnd never changes the caller\'s bytes, even for a Buffer', async () => {
+  const { prefixEnd } = await import('../../src/storage/mvcc/keys.ts');
+  const prefix = Buffer.from('abc');
+  assert.equal(Buffer.from(prefixEnd(prefix)).toString(), 'abd');
+  assert.equal(prefix.toString(), 'abc');
+  assert.deepEqual([...prefixEnd(Uint8Array.of(0x61, 0xff))], [0x62]);
+  assert.deepEqual([...prefixEnd(Uint8Array.of(0xff, 0xff))], [0]);
+});

@@ -64,7 +64,8 @@ export function prefixEnd(prefix: Uint8Array): Uint8Array {
   for (let position = prefix.length - 1; position >= 0; position--) {
     const byte = prefix[position] as number;
     if (byte < 0xff) {
-      const end = prefix.slice(0, position + 1);
+      // A copy, never a view: Buffer#slice would share (and let us change) the caller's bytes.
+      const end = Uint8Array.prototype.slice.call(prefix, 0, position + 1);
       end[position] = byte + 1;
       return end;
     }

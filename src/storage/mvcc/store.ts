@@ -429,6 +429,8 @@ export class MvccStore {
     } finally {
       this.restoring = null;
       release();
+      // A refused snapshot left the old store in place: resume its background compaction.
+      if (this.meta.compactRevision > this.prunedRevision) this.schedulePrune();
     }
   }
 
@@ -453,7 +455,8 @@ export class MvccStore {
     for await (const [keyBytes, valueBytes] of this.db.iterator({ gte: ROWS_LOW, lt: ROWS_HIGH })) {
       assert(keyBytes.length === ROW_KEY_BYTES, 'a row key has the wrong length');
       const { key, record } = decodeRow(keyBytes, valueBytes);
-      this.index.append(indexKey(key), key, record);
+      // Copy the key: a view would keep the whole row buffer alive for as long as the key is indexed.
+      this.index.append(indexKey(key), new Uint8Array(key), record);
       lastRevision = record.main;
     }
     // The revision never goes backwards, even if compaction removed the last rows (etcd #17780).
