@@ -283,10 +283,13 @@ test('a failed write stops the store for good (never retried)', async () => {
     const internals = store as unknown as { db: { batch: (...args: unknown[]) => Promise<void> } };
     const realBatch = internals.db.batch.bind(internals.db);
     let calls = 0;
-    internals.db.batch = async (): Promise<void> => {
+    const failure = async (): Promise<void> => {
       calls++;
       throw new Error('EIO: simulated fsync failure');
     };
+    // Whichever batch form the store uses (array or chained), its write fails.
+    internals.db.batch = ((...args: unknown[]) =>
+      args.length > 0 ? failure() : { put: () => undefined, del: () => undefined, write: failure, close: async () => undefined }) as never;
     await assert.rejects(writer.apply(writer.put('a', '2')), { code: 'RAFTKV_STORAGE_FAILED' });
     internals.db.batch = realBatch;
     await assert.rejects(writer.apply(writer.put('a', '3')), { code: 'RAFTKV_STORAGE_FAILED' });

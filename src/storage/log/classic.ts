@@ -205,7 +205,13 @@ export class ClassicLogStorage implements LogStorage {
 
   private async write(operations: Operation[], sync: boolean): Promise<void> {
     try {
-      await this.db.batch(operations, { sync });
+      // A chained batch: abstract-level's array batch copies and re-validates every operation object.
+      const batch = this.db.batch();
+      for (const operation of operations) {
+        if (operation.type === 'put') batch.put(operation.key, operation.value);
+        else batch.del(operation.key);
+      }
+      await batch.write({ sync });
     } catch (error) {
       this.failure = new StorageFailedError('a log write failed; the node must stop (never retry a failed sync)', { cause: error });
       log('log write failed: %O', error);

@@ -553,7 +553,13 @@ export class MvccStore {
   ): Promise<void> {
     this.throwIfUnusable();
     try {
-      await this.db.batch(operations, { sync });
+      // A chained batch: abstract-level's array batch copies and re-validates every operation object.
+      const batch = this.db.batch();
+      for (const operation of operations) {
+        if (operation.type === 'put') batch.put(operation.key, operation.value);
+        else batch.del(operation.key);
+      }
+      await batch.write({ sync });
     } catch (error) {
       this.fail(error);
       throw this.failure as unknown as Error;
