@@ -39,7 +39,7 @@ export class BatchState {
   readonly layer: Layer = new Map();
   readonly deferred: DeferredRange[] = [];
   /** Records in the order they were written (row order on disk). */
-  readonly written: { readonly key: Uint8Array; readonly record: RevisionRecord }[] = [];
+  readonly written: { readonly key: Uint8Array; readonly indexKey: string; readonly record: RevisionRecord }[] = [];
 
   constructor(
     public revision: number,
@@ -227,7 +227,7 @@ export function applyRequest(index: KeyIndex, batch: BatchState, request: WriteR
       }
       for (const record of entry.records) {
         batchEntry.records.push(record);
-        batch.written.push({ key: entry.key, record });
+        batch.written.push({ key: entry.key, indexKey: key, record });
       }
     }
   }

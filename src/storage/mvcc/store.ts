@@ -269,7 +269,7 @@ export class MvccStore {
   }
 
   private publish(batch: BatchState, meta: Meta): void {
-    for (const { key, record } of batch.written) this.index.append(indexKey(key), key, record);
+    for (const { key, indexKey: keyInIndex, record } of batch.written) this.index.append(keyInIndex, key, record);
     const compacted = meta.compactRevision > this.meta.compactRevision;
     this.meta = meta;
     this.liveBytes = batch.liveBytes;
