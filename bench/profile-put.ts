@@ -15,6 +15,7 @@ function option(name: string, fallback: number): number {
 
 const writers = option('--writers', 256);
 const seconds = option('--seconds', 5);
+const snapshotEntries = option('--snapshot-entries', 10_000);
 const stats: Record<string, { calls: number; items: number; ms: number }> = {};
 
 function measure(prototype: object, name: string, count: (argument: unknown) => number): void {
@@ -36,7 +37,7 @@ function measure(prototype: object, name: string, count: (argument: unknown) => 
 measure(ClassicLogStorage.prototype, 'save', (update) => (update as { entries: unknown[] }).entries.length);
 measure(MvccStore.prototype, 'applyBatch', (items) => (items as unknown[]).length);
 
-const cluster = await createCluster({ size: 3, memberOptions: { requestTimeoutMs: 30_000 } });
+const cluster = await createCluster({ size: 3, memberOptions: { requestTimeoutMs: 30_000, snapshotEntries } });
 await cluster.waitForLeader();
 const members = cluster.nodes();
 const value = new Uint8Array(256).fill(0x61);
