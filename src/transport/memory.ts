@@ -155,13 +155,19 @@ export class MemoryNetwork {
       throw new UnreachableError(`node ${to} is unreachable from ${from}`);
     }
     const network = this;
+    const receiver = target;
     async function* copied(): AsyncGenerator<Uint8Array> {
       for await (const chunk of chunks) {
-        if (!network.isLinked(from, to)) throw new UnreachableError(`the link ${from} -> ${to} broke during a snapshot`);
+        if (!network.isLinked(from, to) || receiver.isClosed) throw new UnreachableError(`the link ${from} -> ${to} broke during a snapshot`);
         yield Uint8Array.from(chunk);
       }
     }
-    await target.receiveSnapshot(decodeMessages(encodeMessages([message]))[0] as Message, copied());
+    try {
+      await target.receiveSnapshot(decodeMessages(encodeMessages([message]))[0] as Message, copied());
+    } catch (error) {
+      if (error instanceof RaftKVError) throw error;
+      throw new UnreachableError(`node ${to} refused the snapshot: ${(error as Error).message}`);
+    }
   }
 
   /** @internal */
@@ -173,6 +179,8 @@ export class MemoryNetwork {
 export class MemoryTransport implements TransportPort {
   private handlers: Handlers | null = null;
   private closed = false;
+  /** Peers removed with removePeer: nothing is sent to them until addPeer or updatePeer names them again. */
+  private readonly removed = new Set<NodeId>();
 
   constructor(
     private readonly network: MemoryNetwork,
@@ -191,6 +199,7 @@ export class MemoryTransport implements TransportPort {
     if (this.closed) return;
     const byPeer = new Map<NodeId, Message[]>();
     for (const message of messages) {
+      if (this.removed.has(message.to)) continue;
       let list = byPeer.get(message.to);
       if (list === undefined) byPeer.set(message.to, (list = []));
       list.push(message);
@@ -200,14 +209,22 @@ export class MemoryTransport implements TransportPort {
 
   async sendSnapshot(message: Message, chunks: AsyncIterable<Uint8Array>): Promise<void> {
     if (this.closed) throw new NodeStoppedError('the transport is closed');
+    if (this.removed.has(message.to)) throw new UnreachableError(`node ${message.to} was removed`);
     await this.network.deliverSnapshot(this.id, message.to, message, chunks);
   }
 
-  addPeer(_id: NodeId, _address: string): void {
-    // Every endpoint of the network is reachable by id; nothing to set up.
+  addPeer(id: NodeId, _address: string): void {
+    // Every endpoint of the network is reachable by id; only a removal is undone.
+    this.removed.delete(id);
   }
 
-  removePeer(_id: NodeId): void {}
+  updatePeer(id: NodeId, address: string): void {
+    this.addPeer(id, address);
+  }
+
+  removePeer(id: NodeId): void {
+    this.removed.add(id);
+  }
 
   async close(): Promise<void> {
     this.closed = true;

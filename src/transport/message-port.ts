@@ -20,6 +20,7 @@ type Control =
   | { kind: 'snapshot-begin'; stream: number; frame: Uint8Array }
   | { kind: 'snapshot-chunk'; stream: number; chunk: Uint8Array }
   | { kind: 'snapshot-end'; stream: number }
+  | { kind: 'snapshot-abort'; stream: number; error: string }
   | { kind: 'snapshot-credit'; stream: number }
   | { kind: 'snapshot-done'; stream: number; error: string | null };
 
@@ -36,6 +37,7 @@ interface IncomingSnapshot {
 }
 
 interface OutgoingSnapshot {
+  readonly peer: NodeId;
   credit: number;
   finished: boolean;
   wake: (() => void) | null;
@@ -64,6 +66,17 @@ export class MessagePortTransport implements TransportPort {
     if (!Number.isSafeInteger(peer) || peer <= 0 || peer === this.id) throw new InvalidArgumentError(`bad peer id ${String(peer)}`);
     this.ports.set(peer, port);
     port.on('message', (data: unknown) => this.onData(peer, data));
+    port.on('close', () => this.failStreams(peer, 'the port closed'));
+  }
+
+  /** Fails every snapshot stream to or from `peer` whose port closed. */
+  private failStreams(peer: NodeId, reason: string): void {
+    for (const state of this.outgoing.values()) if (state.peer === peer && !state.finished) state.done(reason);
+    for (const [key, state] of this.incoming) {
+      if (!key.startsWith(`${peer}/`) || state.ended) continue;
+      state.failed ??= new UnreachableError(`snapshot stream from ${peer} broke: ${reason}`);
+      state.wake?.();
+    }
   }
 
   start(handlers: Handlers): void {
@@ -94,6 +107,7 @@ export class MessagePortTransport implements TransportPort {
     let finish: (error: string | null) => void = () => {};
     const finished = new Promise<string | null>((resolve) => (finish = resolve));
     const state: OutgoingSnapshot = {
+      peer: message.to,
       credit: this.windowChunks,
       finished: false,
       wake: null,
@@ -106,13 +120,19 @@ export class MessagePortTransport implements TransportPort {
     this.outgoing.set(stream, state);
     try {
       port.postMessage({ kind: 'snapshot-begin', stream, frame: encodeMessages([message]) } satisfies Control);
-      for await (const chunk of chunks) {
-        while (state.credit === 0 && !state.finished) await new Promise<void>((resolve) => (state.wake = resolve));
-        if (state.finished) break; // the receiver gave up early; its answer says why
-        if (this.closed) throw new NodeStoppedError('the transport closed during a snapshot');
-        state.credit--;
-        const copy = Uint8Array.from(chunk);
-        port.postMessage({ kind: 'snapshot-chunk', stream, chunk: copy } satisfies Control, [copy.buffer]);
+      try {
+        for await (const chunk of chunks) {
+          while (state.credit === 0 && !state.finished) await new Promise<void>((resolve) => (state.wake = resolve));
+          if (state.finished) break; // the receiver gave up early; its answer says why
+          if (this.closed) throw new NodeStoppedError('the transport closed during a snapshot');
+          state.credit--;
+          const copy = Uint8Array.from(chunk);
+          port.postMessage({ kind: 'snapshot-chunk', stream, chunk: copy } satisfies Control, [copy.buffer]);
+        }
+      } catch (error) {
+        // The source failed: the receiver must not take a truncated stream for a whole one.
+        if (!state.finished && !this.closed) port.postMessage({ kind: 'snapshot-abort', stream, error: (error as Error).message } satisfies Control);
+        throw error;
       }
       if (!state.finished) port.postMessage({ kind: 'snapshot-end', stream } satisfies Control);
       const error = await finished;
@@ -126,6 +146,8 @@ export class MessagePortTransport implements TransportPort {
     // Peers are connected with connect(); an address means nothing here.
   }
 
+  updatePeer(_id: NodeId, _address: string): void {}
+
   removePeer(id: NodeId): void {
     this.ports.get(id)?.close();
     this.ports.delete(id);
@@ -135,6 +157,10 @@ export class MessagePortTransport implements TransportPort {
     this.closed = true;
     this.handlers = null;
     for (const state of this.outgoing.values()) state.done('closed');
+    for (const state of this.incoming.values()) {
+      state.failed ??= new NodeStoppedError('the transport closed during a snapshot');
+      state.wake?.();
+    }
     for (const port of this.ports.values()) port.close();
     this.ports.clear();
   }
@@ -167,11 +193,13 @@ export class MessagePortTransport implements TransportPort {
         return;
       }
       case 'snapshot-chunk':
-      case 'snapshot-end': {
+      case 'snapshot-end':
+      case 'snapshot-abort': {
         const state = this.incoming.get(key);
         if (state === undefined) return;
         if (control.kind === 'snapshot-chunk') state.chunks.push(control.chunk);
-        else state.ended = true;
+        else if (control.kind === 'snapshot-end') state.ended = true;
+        else state.failed ??= new UnreachableError(`node ${peer} aborted the snapshot: ${control.error}`);
         state.wake?.();
         return;
       }
@@ -194,6 +222,7 @@ export class MessagePortTransport implements TransportPort {
     let error: string | null = null;
     async function* chunks(): AsyncGenerator<Uint8Array> {
       for (;;) {
+        if (state.failed !== null) throw state.failed;
         const chunk = state.chunks.shift();
         if (chunk !== undefined) {
           port?.postMessage({ kind: 'snapshot-credit', stream } satisfies Control);
