@@ -25,3 +25,4 @@ export {
 } from './storage/mvcc/errors.ts';
 export { MalformedFrameError } from './transport/codec.ts';
 export { UnreachableError } from './transport/memory.ts';
+export { ListenFailedError } from './transport/tcp.ts';

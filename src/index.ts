@@ -35,6 +35,9 @@ export type {
 export { createCluster, Cluster } from './server/cluster.ts';
 export type { ClusterOptions } from './server/cluster.ts';
 export type { TransportPort, StateMachinePort } from './server/ports.ts';
+export type { Transport, TransportHandlers } from './server/ports.ts';
+export { HttpGateway } from './server/http-gateway.ts';
+export type { HttpGatewayOptions, GatewayStore } from './server/http-gateway.ts';
 export type {
   KeyValue,
   RangeResponse,
@@ -52,3 +55,5 @@ export type { MvccOptions } from './storage/mvcc/store.ts';
 export { ClassicLogStorage } from './storage/log/classic.ts';
 export { MemoryNetwork, MemoryTransport } from './transport/memory.ts';
 export type { NetworkFaults, MemoryNetworkOptions } from './transport/memory.ts';
+export { TcpTransport } from './transport/tcp.ts';
+export type { TcpTransportOptions, TcpTransportStats, TcpTlsOptions, PeerStats } from './transport/tcp.ts';
