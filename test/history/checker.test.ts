@@ -49,6 +49,8 @@ const REJECTED: Record<string, () => Operation[]> = {
   'an unknown write visible before it was invoked': () => history().get(1, 'x', 'v', [1, 2]).put(2, 'x', 'v', [3, 'unknown']).operations,
   'an unknown write cannot explain two separated appearances': () =>
     history().put(1, 'x', 'u', [1, 'unknown']).get(2, 'x', 'u', [2, 3]).put(3, 'x', 'w', [4, 5]).get(4, 'x', 'u', [6, 7]).operations,
+  'a compare-and-swap of unknown outcome whose compare could never hold, yet its value shows': () =>
+    history().put(1, 'x', 'a', [1, 2]).cas(2, 'x', 'zz', 'b', [3, 'unknown']).get(3, 'x', 'b', [5, 6]).operations,
   'a lost update: two increments by compare-and-swap from the same value, both acknowledged': () =>
     history().put(1, 'x', '0', [1, 2]).get(2, 'x', '0', [3, 4]).get(3, 'x', '0', [3.5, 4.5]).cas(2, 'x', '0', '1a', [5, 8]).cas(3, 'x', '0', '1b', [6, 9]).operations,
 };
@@ -70,6 +72,8 @@ const ACCEPTED: Record<string, () => Operation[]> = {
     history().put(1, 'x', 'a', [1, 6]).get(2, 'x', 'a', [2, 3]).get(3, 'x', 'a', [7, 8]).operations,
   'concurrent writes linearize in the order reads saw them, not the call order': () =>
     history().put(1, 'x', 'a', [1, 10]).put(2, 'x', 'b', [2, 9]).get(3, 'x', 'b', [3, 4]).get(4, 'x', 'a', [5, 6]).get(5, 'x', 'a', [11, 12]).operations,
+  'the later of two concurrent writes wins although it was called first (the search must backtrack and keep the order apart)': () =>
+    history().put(1, 'x', 'a', [1, 10]).put(2, 'x', 'b', [2, 10.5]).get(3, 'x', 'a', [11, 12]).operations,
   'an unknown write that applied': () => history().put(1, 'x', 'a', [1, 'unknown']).get(2, 'x', 'a', [5, 6]).operations,
   'an unknown write that never applied': () =>
     history().put(1, 'x', 'a', [1, 2]).put(2, 'x', 'b', [3, 'unknown']).get(3, 'x', 'a', [5, 6]).get(4, 'x', 'a', [7, 8]).operations,
@@ -200,6 +204,7 @@ test('revision rules: each one catches its anomaly and leaves a consistent histo
   assert.deepEqual(rules(history().put(1, 'x', 'a', [1, 2], 5).put(2, 'y', 'b', [1.5, 2.5], 5).operations), ['distinct-revisions']);
   assert.deepEqual(rules(history().put(1, 'x', 'a', [1, 2], 9).put(2, 'y', 'b', [3, 4], 8).operations), ['real-time-revisions']);
   assert.deepEqual(rules(history().put(1, 'x', 'a', [1, 2], 9).get(2, 'y', null, [3, 4], { revision: 8 }).operations), ['real-time-revisions']);
+  assert.deepEqual(rules(history().get(1, 'y', null, [1, 2], { revision: 9 }).put(2, 'x', 'a', [3, 4], 9).operations), ['real-time-revisions']);
   assert.deepEqual(rules(history().put(1, 'x', 'a', [1, 2], 9).get(2, 'x', 'a', [3, 4], { mod: 8, revision: 9 }).operations), ['mod-revision-mismatch']);
   assert.deepEqual(rules(history().get(2, 'x', 'nobody', [3, 4], { mod: 8, revision: 9 }).operations), ['value-never-written']);
   assert.deepEqual(rules(history().put(1, 'x', 'a', [1, 2, 'fail']).get(2, 'x', 'a', [3, 4], { mod: 8, revision: 9 }).operations), ['failed-write-visible']);
