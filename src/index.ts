@@ -31,7 +31,10 @@ export type {
   DeleteResult,
   Member,
   Status,
+  WatchOptions,
 } from './server/raftkv.ts';
+export { Watch } from './server/watch.ts';
+export type { WatchResponse, WatchFilter, WatchHubOptions } from './server/watch.ts';
 export { createCluster, Cluster } from './server/cluster.ts';
 export type { ClusterOptions } from './server/cluster.ts';
 export type { TransportPort, StateMachinePort } from './server/ports.ts';

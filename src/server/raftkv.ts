@@ -9,12 +9,12 @@
 
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { InvalidArgumentError, RaftKVError } from '../raft/errors.ts';
+import { InvalidArgumentError, NodeStoppedError, RaftKVError } from '../raft/errors.ts';
 import type { RandomSource } from '../raft/random.ts';
 import { ConfChangeTransition, ConfChangeType } from '../raft/types.ts';
 import type { ConfState, NodeId } from '../raft/types.ts';
 import { ClassicLogStorage } from '../storage/log/classic.ts';
-import { CompactedError, FutureRevisionError } from '../storage/mvcc/errors.ts';
+import { CompactedError, EmptyKeyError, FutureRevisionError } from '../storage/mvcc/errors.ts';
 import { prefixEnd } from '../storage/mvcc/keys.ts';
 import { MvccStore } from '../storage/mvcc/store.ts';
 import type {
@@ -29,19 +29,23 @@ import type {
   SortTarget,
   TxnRequest,
   TxnResponse,
+  Event,
   WriteRequest,
   WriteResponse,
 } from '../storage/mvcc/types.ts';
 import { DEFAULT_REQUEST_LIMITS, validateRangeRequest, validateWriteRequest } from '../storage/mvcc/validate.ts';
 import type { RequestLimits } from '../storage/mvcc/validate.ts';
-import type { TransportPort } from './ports.ts';
+import { withBuffers } from './buffers.ts';
+import type { StateMachinePort, TransportPort } from './ports.ts';
 import { ReplicatedNode } from './replicated-node.ts';
 import type { NodeStatus } from './replicated-node.ts';
+import { WatchHub } from './watch.ts';
+import type { Watch, WatchFilter, WatchHubOptions } from './watch.ts';
 
 /** A key or value: a string (stored as UTF-8) or bytes. */
 export type Bytes = string | Uint8Array;
 
-export interface RaftKVOptions {
+export interface RaftKVOptions extends WatchHubOptions {
   /** This member's id: a positive integer, unique in the cluster. */
   readonly id: NodeId;
   /** Where this member keeps its Raft log and its store (created if missing). */
@@ -115,6 +119,19 @@ export interface RangeOptions extends KeySelector, ReadOptions {
 
 export interface DeleteOptions extends KeySelector {
   readonly prevKv?: boolean;
+}
+
+export interface WatchOptions extends KeySelector {
+  /** First revision to deliver; omitted or 0: the next change after this call. A compacted revision fails with RAFTKV_COMPACTED. */
+  readonly startRevision?: number;
+  /** Give each event the key's previous key-value (when history still holds it). */
+  readonly prevKv?: boolean;
+  /** Leave out put or delete events. */
+  readonly filters?: readonly WatchFilter[];
+  /** Send progress notifications (no events, only the revision) every `watchProgressNotifyMs` while idle. */
+  readonly progressNotify?: boolean;
+  /** Cancels the watch when aborted. */
+  readonly signal?: AbortSignal;
 }
 
 export interface PutResult {
@@ -230,15 +247,6 @@ export class TxnBuilder {
   }
 }
 
-function buffer(bytes: Uint8Array): Buffer {
-  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-/** Key-values leave the API with Buffers (`kv.value.toString()` reads a string value). */
-function withBuffers(kv: KeyValue): KeyValue {
-  return { ...kv, key: buffer(kv.key), value: buffer(kv.value) };
-}
-
 function rangeWithBuffers<T extends RangeResponse>(response: T): T {
   return { ...response, kvs: response.kvs.map(withBuffers) };
 }
@@ -270,6 +278,7 @@ export class RaftKV {
   private constructor(
     private readonly node: ReplicatedNode<WriteRequest, WriteResponse>,
     private readonly store: MvccStore,
+    private readonly hub: WatchHub,
     limits: RequestLimits,
   ) {
     this.id = node.id;
@@ -293,16 +302,35 @@ export class RaftKV {
       await log.close();
       throw error;
     }
-    const { dataDir: _dataDir, quotaBytes: _quota, txnOperationsMax: _ops, ...nodeOptions } = options;
+    const {
+      dataDir: _dataDir,
+      quotaBytes: _quota,
+      txnOperationsMax: _ops,
+      watchersMax: _watchers,
+      watchBufferEvents: _bufferEvents,
+      watchBufferBytes: _bufferBytes,
+      watchResponseEvents: _responseEvents,
+      watchCatchUpRows: _catchUpRows,
+      watchProgressNotifyMs: _progressMs,
+      ...nodeOptions
+    } = options;
+    let hub: WatchHub;
+    try {
+      hub = new WatchHub(store, store.currentRevision, options);
+    } catch (error) {
+      await store.close();
+      await log.close();
+      throw error;
+    }
     try {
       const node = await ReplicatedNode.start<WriteRequest, WriteResponse>({
         ...nodeOptions,
         log,
-        stateMachine: store,
+        stateMachine: new WatchedStore(store, hub),
         snapshotDirectory: join(options.dataDir, 'snap'),
         requestBytesMax: limits.requestBytesMax + 4096,
       });
-      return new RaftKV(node, store, limits);
+      return new RaftKV(node, store, hub, limits);
     } catch (error) {
       await store.close();
       await log.close();
@@ -355,6 +383,28 @@ export class RaftKV {
   async compact(revision: number): Promise<{ revision: number }> {
     const response = await this.write({ type: 'compact', revision });
     return { revision: response.revision };
+  }
+
+  /**
+   * Follows changes to a key, a prefix or a range: `for await (const { events } of kv.watch({ prefix: 'config/' }))`.
+   * Events arrive in revision order, each revision whole, with no gap and no duplicate; resume after
+   * a failure with `startRevision: lastRevision + 1` on any member.
+   */
+  watch(options: WatchOptions): Watch {
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('watch options are required');
+    if (this.node.isStopped) throw new NodeStoppedError('the member is closed');
+    const prefix = options.prefix === undefined ? undefined : toBytes(options.prefix, 'prefix');
+    const bounds = prefix !== undefined ? { key: prefix } : selectorBounds(options);
+    if (prefix === undefined && bounds.key.length === 0) throw new EmptyKeyError();
+    return this.hub.watch({
+      ...bounds,
+      ...(prefix !== undefined ? { prefix: true } : {}),
+      ...(options.startRevision !== undefined ? { startRevision: options.startRevision } : {}),
+      ...(options.prevKv !== undefined ? { prevKv: options.prevKv } : {}),
+      ...(options.filters !== undefined ? { filters: options.filters } : {}),
+      ...(options.progressNotify !== undefined ? { progressNotify: options.progressNotify } : {}),
+      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+    });
   }
 
   members(): Member[] {
@@ -445,5 +495,52 @@ export class RaftKV {
       changes: [{ type, nodeId: id }],
       context: toBytes(address, 'address'),
     });
+  }
+}
+
+/**
+ * The store as the node's state machine, with the watch hub fed from each
+ * applied batch (one pass for all watchers) and resynced after a snapshot.
+ */
+class WatchedStore implements StateMachinePort<WriteRequest, WriteResponse> {
+  constructor(
+    private readonly store: MvccStore,
+    private readonly hub: WatchHub,
+  ) {}
+
+  appliedIndex(): number {
+    return this.store.appliedIndex();
+  }
+
+  async applyBatch(
+    items: readonly { readonly index: number; readonly request: WriteRequest | undefined }[],
+  ): Promise<readonly (WriteResponse | undefined)[]> {
+    const responses = await this.store.applyBatch(items);
+    if (this.hub.watcherCount === 0) {
+      this.hub.dispatch([], this.store.currentRevision);
+      return responses;
+    }
+    const events: Event[] = [];
+    for (const response of responses) if (response !== undefined) for (const event of response.events) events.push(event);
+    this.hub.dispatch(events, this.store.currentRevision);
+    return responses;
+  }
+
+  flush(): Promise<void> {
+    return this.store.flush();
+  }
+
+  snapshot(): AsyncIterable<Uint8Array> {
+    return this.store.snapshot();
+  }
+
+  async restore(chunks: AsyncIterable<Uint8Array>): Promise<void> {
+    await this.store.restore(chunks);
+    this.hub.resync(this.store.currentRevision);
+  }
+
+  async close(): Promise<void> {
+    this.hub.close();
+    await this.store.close();
   }
 }

@@ -24,10 +24,11 @@ import { assert, InvalidArgumentError } from '../../raft/errors.ts';
 import { StorageFailedError } from '../log/classic.ts';
 import { applyRequest, BatchState } from './apply.ts';
 import { CompactedError, FutureRevisionError } from './errors.ts';
-import { KeyIndex, unreachableCount } from './key-index.ts';
+import { KeyIndex, positionAt, unreachableCount } from './key-index.ts';
 import type { RevisionRecord } from './key-index.ts';
-import { indexKey, revisionOfRowKey, ROW_KEY_BYTES, ROW_PREFIX, rowKey } from './keys.ts';
-import type { Event, RangeRequest, RangeResponse, WriteRequest, WriteResponse } from './types.ts';
+import { indexBounds, indexKey, revisionOfRowKey, ROW_KEY_BYTES, ROW_PREFIX, rowKey } from './keys.ts';
+import type { IndexBounds } from './keys.ts';
+import type { Event, KeyValue, RangeRequest, RangeResponse, WriteRequest, WriteResponse } from './types.ts';
 import { validateRangeRequest } from './validate.ts';
 import { EMPTY_BYTES, finishPlan, IndexView, keyValueOf, planRange } from './view.ts';
 import type { RangePlan } from './view.ts';
@@ -120,6 +121,27 @@ async function syncDirectory(path: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+export interface ReadEventsOptions {
+  /** Give each event the key's previous live key-value, while the index holds it. */
+  readonly prevKv?: boolean;
+  /** Only the events of this key (or range, with rangeEnd) are needed: found through the index when the range is narrow. */
+  readonly key?: Uint8Array;
+  readonly rangeEnd?: Uint8Array;
+  /** Keys in the range beyond which a scan of all rows is used instead. Default 4 × rowsMax. */
+  readonly keysMax?: number;
+}
+
+function withPreviousKv(
+  event: Event,
+  pick: { readonly key: Uint8Array; readonly previous: RevisionRecord | undefined; readonly previousValue: Uint8Array | undefined },
+  fetched: ReadonlyMap<RevisionRecord, Uint8Array>,
+): Event {
+  if (pick.previous === undefined) return event;
+  // Missing from disk: compaction removed it since the index was read.
+  const value = pick.previousValue ?? fetched.get(pick.previous);
+  return value === undefined ? event : { ...event, prevKv: keyValueOf(pick.key, pick.previous, value) };
 }
 
 export class MvccStore {
@@ -277,12 +299,18 @@ export class MvccStore {
   }
 
   /**
-   * The changes of revisions fromRevision..toRevision, in order, as events
-   * (without previous key-values), for watchers catching up from history.
-   * Stops after about rowsMax changes but never inside a revision; reports
-   * the revision to continue from.
+   * The changes of revisions fromRevision..toRevision, in order, as events,
+   * for watchers catching up from history. Stops after about rowsMax
+   * changes but never inside a revision; reports the revision to continue
+   * from. With `prevKv`, each event carries the key's previous live
+   * key-value when the index still holds it (not once compaction removed it).
    */
-  async readEvents(fromRevision: number, toRevision: number, rowsMax: number): Promise<{ events: Event[]; nextRevision: number }> {
+  async readEvents(
+    fromRevision: number,
+    toRevision: number,
+    rowsMax: number,
+    options: ReadEventsOptions = {},
+  ): Promise<{ events: Event[]; nextRevision: number }> {
     if (!Number.isSafeInteger(fromRevision) || fromRevision < 1 || !Number.isSafeInteger(toRevision) || !Number.isSafeInteger(rowsMax) || rowsMax < 1) {
       throw new InvalidArgumentError('readEvents needs a positive from revision, an integer to revision and a positive row limit');
     }
@@ -290,7 +318,93 @@ export class MvccStore {
     this.throwIfUnusable();
     if (fromRevision < this.meta.compactRevision) throw new CompactedError(fromRevision, this.meta.compactRevision);
     const last = Math.min(toRevision, this.meta.currentRevision);
+    const withPrevious = options.prevKv === true;
+    if (options.key !== undefined) {
+      const fromIndex = this.readKeyEvents(indexBounds(options.key, options.rangeEnd), fromRevision, last, rowsMax, withPrevious, options.keysMax ?? rowsMax * 4);
+      if (fromIndex !== null) return this.track(fromIndex);
+    }
+    return this.track(this.readEventRows(fromRevision, last, rowsMax, withPrevious));
+  }
+
+  /**
+   * The events of the keys in bounds, found through the index: cheap for a
+   * key or a narrow range however much else changed. Null when the range
+   * holds more than keysMax keys (a scan of the rows is cheaper then).
+   */
+  private readKeyEvents(
+    bounds: IndexBounds,
+    fromRevision: number,
+    last: number,
+    rowsMax: number,
+    withPrevious: boolean,
+    keysMax: number,
+  ): Promise<{ events: Event[]; nextRevision: number }> | null {
+    interface Pick {
+      readonly key: Uint8Array;
+      readonly record: RevisionRecord;
+      readonly value: Uint8Array | undefined;
+      readonly previous: RevisionRecord | undefined;
+      readonly previousValue: Uint8Array | undefined;
+    }
+    const picks: Pick[] = [];
+    let keys = 0;
+    let tooWide = false;
+    this.index.forEachInBounds(bounds, (_, history) => {
+      if (++keys > keysMax) {
+        tooWide = true;
+        return false;
+      }
+      const revisions = history.revisions;
+      for (let position = positionAt(history, fromRevision - 1) + 1; position < revisions.length; position++) {
+        const record = revisions[position] as RevisionRecord;
+        if (record.main > last) break;
+        const before = position > 0 ? (revisions[position - 1] as RevisionRecord) : undefined;
+        const previous = withPrevious && before !== undefined && !before.tombstone ? before : undefined;
+        // Values are taken now: a record loses its in-memory value once superseded.
+        picks.push({ key: history.key, record, value: record.value, previous, previousValue: previous?.value });
+      }
+      return true;
+    });
+    if (tooWide) return null;
+    picks.sort((left, right) => left.record.main - right.record.main || left.record.sub - right.record.sub);
+    let count = picks.length;
+    let nextRevision = last + 1;
+    if (count > rowsMax) {
+      count = rowsMax;
+      const lastMain = (picks[count - 1] as Pick).record.main;
+      while (count < picks.length && (picks[count] as Pick).record.main === lastMain) count++;
+      if (count < picks.length) nextRevision = (picks[count] as Pick).record.main;
+    }
+    const chosen = picks.slice(0, count);
+    return (async () => {
+      const wanted: RevisionRecord[] = [];
+      for (const pick of chosen) {
+        if (pick.value === undefined && !pick.record.tombstone) wanted.push(pick.record);
+        if (pick.previous !== undefined && pick.previousValue === undefined) wanted.push(pick.previous);
+      }
+      const values = wanted.length === 0 ? [] : await this.db.getMany(wanted.map((record) => rowKey(record.main, record.sub)));
+      const fetched = new Map<RevisionRecord, Uint8Array>();
+      wanted.forEach((record, position) => {
+        const bytes = values[position];
+        if (bytes !== undefined) fetched.set(record, decodeRow(rowKey(record.main, record.sub), bytes).record.value as Uint8Array);
+      });
+      const events = chosen.map((pick): Event => {
+        const { key, record } = pick;
+        if (record.tombstone) {
+          const kv: KeyValue = { key, value: EMPTY_BYTES, createRevision: 0, modRevision: record.main, version: 0, lease: 0 };
+          return withPreviousKv({ type: 'delete', kv }, pick, fetched);
+        }
+        const value = pick.value ?? fetched.get(record);
+        assert(value !== undefined, `row ${record.main}.${record.sub} is missing from disk`);
+        return withPreviousKv({ type: 'put', kv: keyValueOf(key, record, value) }, pick, fetched);
+      });
+      return { events, nextRevision };
+    })();
+  }
+
+  private async readEventRows(fromRevision: number, last: number, rowsMax: number, withPrevious: boolean): Promise<{ events: Event[]; nextRevision: number }> {
     const events: Event[] = [];
+    const previousRows: { event: number; record: RevisionRecord; key: Uint8Array; value: Uint8Array | undefined }[] = [];
     let nextRevision = last + 1;
     for await (const [keyBytes, valueBytes] of this.db.iterator({ gte: rowKey(fromRevision, 0), lt: rowKey(last + 1, 0) })) {
       const { key, record } = decodeRow(keyBytes, valueBytes);
@@ -299,13 +413,45 @@ export class MvccStore {
         nextRevision = record.main;
         break;
       }
-      events.push(
-        record.tombstone
-          ? { type: 'delete', kv: { key, value: EMPTY_BYTES, createRevision: 0, modRevision: record.main, version: 0, lease: 0 } }
-          : { type: 'put', kv: keyValueOf(key, record, record.value as Uint8Array) },
-      );
+      const kv: KeyValue = record.tombstone
+        ? { key, value: EMPTY_BYTES, createRevision: 0, modRevision: record.main, version: 0, lease: 0 }
+        : keyValueOf(key, record, record.value as Uint8Array);
+      events.push({ type: record.tombstone ? 'delete' : 'put', kv });
+      if (withPrevious) {
+        const before = this.recordBefore(key, record.main, record.sub);
+        // The value is taken now: a record loses its in-memory value once superseded.
+        if (before !== undefined) previousRows.push({ event: events.length - 1, record: before, key, value: before.value });
+      }
+    }
+    if (previousRows.length > 0) {
+      const missing = previousRows.filter((row) => row.value === undefined);
+      const values = missing.length === 0 ? [] : await this.db.getMany(missing.map(({ record }) => rowKey(record.main, record.sub)));
+      const fetched = new Map<RevisionRecord, Uint8Array>();
+      missing.forEach(({ record }, position) => {
+        const bytes = values[position];
+        // Pruned since the index was read: compaction removed it, so there is no previous key-value to give.
+        if (bytes !== undefined) fetched.set(record, decodeRow(rowKey(record.main, record.sub), bytes).record.value as Uint8Array);
+      });
+      for (const { event, record, key, value: hot } of previousRows) {
+        const value = hot ?? fetched.get(record);
+        if (value === undefined) continue;
+        events[event] = { ...(events[event] as Event), prevKv: keyValueOf(key, record, value) };
+      }
     }
     return { events, nextRevision };
+  }
+
+  /** The live revision of a key just before (main, sub), if the index still holds it. */
+  private recordBefore(key: Uint8Array, main: number, sub: number): RevisionRecord | undefined {
+    const history = this.index.history(indexKey(key));
+    if (history === undefined) return undefined;
+    let position = positionAt(history, main);
+    while (position >= 0) {
+      const record = history.revisions[position] as RevisionRecord;
+      if (record.main < main || (record.main === main && record.sub < sub)) return record.tombstone ? undefined : record;
+      position--;
+    }
+    return undefined;
   }
 
   /** Makes everything applied so far durable. */
