@@ -25,6 +25,8 @@ export interface CheckOptions {
   readonly minimize?: boolean;
   /** Searches the shrinking may run per failing key. */
   readonly minimizeChecksMax?: number;
+  /** Failing keys left to shrink (the others report their violation unshrunk); shared by every key of one check. */
+  readonly shrinkBudget?: { keysLeft: number };
 }
 
 export interface KeyVerdict {
@@ -103,6 +105,34 @@ export function pruneUnobserved(operations: readonly Operation[]): Operation[] {
   }
 }
 
+/**
+ * Gives each unknown write whose value an ok operation read a deadline:
+ * values are unique, so the write took effect before the first such read
+ * completed. Its completedAt becomes that time (its outcome stays unknown),
+ * which lets the search and the pruning treat it like a completed write.
+ */
+export function withDeadlines(operations: readonly Operation[]): Operation[] {
+  const firstSeen = new Map<string, number>();
+  for (const operation of operations) {
+    const value = observedValue(operation);
+    if (operation.outcome !== 'ok' || value === undefined || value === null) continue;
+    firstSeen.set(value, Math.min(firstSeen.get(value) ?? Infinity, operation.completedAt));
+  }
+  return operations.map((operation) => {
+    if (operation.outcome !== 'unknown' || Number.isFinite(operation.completedAt)) return operation;
+    const written = writtenValue(operation);
+    const deadline = written === undefined ? undefined : firstSeen.get(written);
+    // A read that completed before the write was even called is a violation the search will find by itself.
+    if (deadline === undefined || !(deadline > operation.invokedAt)) return operation;
+    return { ...operation, completedAt: deadline };
+  });
+}
+
+/** What the search gets: searchable operations with deadlines, unobserved unknown writes pruned. */
+export function prepare(operations: readonly Operation[]): Operation[] {
+  return pruneUnobserved(withDeadlines(operations));
+}
+
 /** Weakens an operation to "outcome unknown" (sound for writes: it only adds linearizations). */
 function weaken(operation: Operation): Operation {
   const weakened: Operation = { ...operation, outcome: 'unknown', completedAt: Infinity };
@@ -114,7 +144,7 @@ function weaken(operation: Operation): Operation {
 export function checkKey(key: string, operations: readonly Operation[], options: CheckOptions = {}): KeyVerdict {
   const limits = options.limits ?? DEFAULT_SEARCH_LIMITS;
   const candidates = searchable(operations);
-  const searched = pruneUnobserved(candidates);
+  const searched = prepare(candidates);
   const pruned = candidates.length - searched.length;
   const operationsMax = options.operationsPerKeyMax ?? 100_000;
   if (searched.length > operationsMax) {
@@ -123,7 +153,9 @@ export function checkKey(key: string, operations: readonly Operation[], options:
   const result = searchLinearization(searched, limits);
   const verdict: KeyVerdict = { key, verdict: result.verdict, searched: searched.length, pruned, steps: result.steps, ...(result.reason === undefined ? {} : { reason: result.reason }) };
   if (result.verdict !== 'violation' || options.minimize === false) return verdict;
-  const { minimal, complete } = minimize(candidates, options.minimizeChecksMax ?? 3_000, limits);
+  if (options.shrinkBudget !== undefined && options.shrinkBudget.keysLeft <= 0) return verdict;
+  if (options.shrinkBudget !== undefined) options.shrinkBudget.keysLeft -= 1;
+  const { minimal, complete } = minimize(candidates, options.minimizeChecksMax ?? 2_000, limits);
   return { ...verdict, minimal, minimalComplete: complete };
 }
 
@@ -141,33 +173,48 @@ function reduce(universe: readonly Operation[], kept: ReadonlySet<number>): { op
       }
     }
   }
-  return { operations: pruneUnobserved(operations), weakened };
+  return { operations: prepare(operations), weakened };
 }
 
 /**
- * Delta debugging (Zeller's ddmin) over the operations kept as recorded:
- * the result still fails, and when `complete`, keeping any one operation
- * fewer would not.
+ * Shrinks a failing key history in three phases, each check a search of
+ * reduce(kept): the shortest failing prefix (kept = operations completed by
+ * some time), then the latest start of a failing window ending there, then
+ * delta debugging (Zeller's ddmin) over the window's operations. The result
+ * still fails; when `complete`, keeping any one operation fewer would not.
  */
 function minimize(universe: readonly Operation[], checksMax: number, limits: SearchLimits): { minimal: MinimalOperation[]; complete: boolean } {
-  const shrinkLimits: SearchLimits = { stepsMax: Math.min(limits.stepsMax, 2_000_000), memoBytesMax: Math.min(limits.memoBytesMax, 128 * 1024 * 1024) };
+  const shrinkLimits: SearchLimits = { stepsMax: Math.min(limits.stepsMax, 200_000), memoBytesMax: Math.min(limits.memoBytesMax, 64 * 1024 * 1024) };
   let checks = 0;
   const fails = (ids: readonly number[]): boolean => {
     checks += 1;
     return searchLinearization(reduce(universe, new Set(ids)).operations, shrinkLimits).verdict === 'violation';
   };
-  let kept = universe.map((operation) => operation.id);
+  const completions = [...new Set(universe.filter((operation) => Number.isFinite(operation.completedAt)).map((operation) => operation.completedAt))].sort((a, b) => a - b);
+  const keptBetween = (from: number, to: number): number[] =>
+    universe.filter((operation) => operation.invokedAt >= from && operation.completedAt <= to).map((operation) => operation.id);
+  // The first failing prefix, then the latest start of a failing window before that end (scanned in order: the
+  // predicate is not monotone, so a binary search could stop at a needlessly long window).
+  const firstFailing = (count: number, failsAt: (position: number) => boolean): number => {
+    for (let position = 0; position < count && checks < checksMax / 2; position++) if (failsAt(position)) return position;
+    return count - 1;
+  };
+  const end = completions[firstFailing(completions.length, (position) => fails(keptBetween(-Infinity, completions[position] as number)))] ?? Infinity;
+  const starts = [...new Set(universe.filter((operation) => operation.completedAt <= end).map((operation) => operation.invokedAt))].sort((a, b) => b - a);
+  const start = starts[firstFailing(starts.length, (position) => fails(keptBetween(starts[position] as number, end)))] ?? -Infinity;
+  let kept = keptBetween(start, end);
+  if (!fails(kept)) kept = universe.map((operation) => operation.id); // the phases are heuristics; fall back to everything
   let granularity = 2;
   let complete = false;
   while (checks < checksMax) {
-    if (kept.length === 0) {
+    if (kept.length <= 1) {
       complete = true;
       break;
     }
     const chunkSize = Math.ceil(kept.length / granularity);
     let reduced = false;
-    for (let start = 0; start < kept.length && checks < checksMax; start += chunkSize) {
-      const complement = [...kept.slice(0, start), ...kept.slice(start + chunkSize)];
+    for (let offset = 0; offset < kept.length && checks < checksMax; offset += chunkSize) {
+      const complement = [...kept.slice(0, offset), ...kept.slice(offset + chunkSize)];
       if (fails(complement)) {
         kept = complement;
         granularity = Math.max(granularity - 1, 2);
@@ -184,13 +231,16 @@ function minimize(universe: readonly Operation[], checksMax: number, limits: Sea
     granularity = Math.min(granularity * 2, kept.length);
   }
   const { operations, weakened } = reduce(universe, new Set(kept));
-  const minimal = operations.map((operation) => ({ operation: universe.find((original) => original.id === operation.id) as Operation, weakened: weakened.has(operation.id) }));
+  const byId = new Map(universe.map((operation) => [operation.id, operation] as const));
+  const minimal = operations.map((operation) => ({ operation: byId.get(operation.id) as Operation, weakened: weakened.has(operation.id) }));
   return { minimal, complete };
 }
 
 /** Checks every key; the verdict is the worst one (violation over unknown over linearizable). */
 export function checkLinearizability(operations: readonly Operation[], options: CheckOptions = {}): LinearizabilityResult {
   const keys: KeyVerdict[] = [];
+  // Shrinking costs many searches: by default only the first few failing keys are shrunk.
+  options = { shrinkBudget: { keysLeft: 4 }, ...options };
   let steps = 0;
   for (const [key, group] of [...partitionByKey(operations)].sort(([left], [right]) => (left < right ? -1 : left > right ? 1 : 0))) {
     const verdict = checkKey(key, group, options);

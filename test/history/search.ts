@@ -6,7 +6,8 @@
 // accepts it and the configuration is new (the call and its return are then
 // lifted out of the list), and backtracking when it meets the return of an
 // operation it has not linearized yet. Operations with an unknown outcome
-// have no return event: they may be linearized any time after their call,
+// have no return event (unless the checker proved a deadline for one and
+// set its completedAt): they may be linearized any time after their call,
 // and leaving them out altogether is always allowed, so the search succeeds
 // once no return event is left. The search is bounded in steps and memo
 // size; past either bound the answer is "unknown", never "linearizable".
@@ -101,7 +102,7 @@ export function searchLinearization(operations: readonly Operation[], limits: Se
   operations.forEach((operation, position) => {
     if (operation.outcome !== 'ok' && operation.outcome !== 'unknown') throw new Error(`operation ${operation.id} is ${operation.outcome}; only ok and unknown ones are searched`);
     events.push({ event: 2 * position, time: operation.invokedAt });
-    if (operation.outcome === 'ok') {
+    if (Number.isFinite(operation.completedAt)) {
       if (!(operation.completedAt > operation.invokedAt)) throw new Error(`operation ${operation.id} completes before it is invoked`);
       events.push({ event: 2 * position + 1, time: operation.completedAt });
       returnsLeft += 1;
@@ -132,7 +133,7 @@ export function searchLinearization(operations: readonly Operation[], limits: Se
   const bits = new Uint32Array(words);
   const { high, low } = hashWords(count);
   const memo = new Memo(Math.max(1, Math.floor(limits.memoBytesMax / (words * 4 + 96))));
-  const hasReturn = (position: number): boolean => (operations[position] as Operation).outcome === 'ok';
+  const hasReturn = (position: number): boolean => Number.isFinite((operations[position] as Operation).completedAt);
 
   const unlink = (event: number): void => {
     next[previous[event] as number] = next[event] as number;
