@@ -1,0 +1,35 @@
+// Registers the CI history scenarios, split across test files so the runner
+// runs them side by side: `part` of `parts` takes every parts-th CI seed,
+// and runs up to HISTORY_CONCURRENCY (default 3) of them at once (a
+// scenario spends most of its time waiting on timers and fsync, so a few
+// clusters share a process well). SEED=n runs only seed n (in the first
+// part), whatever its profile.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ciSeeds, profileOf, runScenario } from './scenario.ts';
+
+/** Seeds CI checks per run, over every part. */
+export const CI_SEED_COUNT = 50;
+const OPERATIONS = 5_000;
+const CLIENTS = 20;
+
+export function registerScenarios(part: number, parts: number): void {
+  const only = process.env['SEED'];
+  const concurrency = Number(process.env['HISTORY_CONCURRENCY'] ?? 3);
+  const seeds = only !== undefined ? (part === 0 ? [Number(only)] : []) : ciSeeds(CI_SEED_COUNT).filter((_, position) => position % parts === part);
+  if (seeds.length === 0) return;
+  test(`history scenarios, part ${part + 1} of ${parts}: ${seeds.length} seeds, ${CLIENTS} clients and ${OPERATIONS} operations each`, { concurrency }, async (context) => {
+    await Promise.all(
+      seeds.map((seed) =>
+        context.test(`seed ${seed} (${profileOf(seed)}): linearizable, consistent revisions, equal hashes`, async () => {
+          const result = await runScenario({ seed, operations: OPERATIONS, clients: CLIENTS, wallClockMaxMs: 300_000 });
+          const replay = `\n  replay: SEED=${seed} npm test -- history`;
+          assert.deepEqual(result.problems, [], result.report);
+          assert.ok(result.operations.length >= OPERATIONS, `the history has ${result.operations.length} operations${replay}`);
+          assert.ok(result.stats.ok >= OPERATIONS / 2, `only ${result.stats.ok} operations succeeded${replay}`);
+        }),
+      ),
+    );
+  });
+}
