@@ -86,6 +86,7 @@ function valuesNameTheirWrites(operations: readonly Operation[], out: RevisionVi
   }
   const learned = new Map<string, Map<string, number>>();
   const firstSeen = new Map<string, Operation>();
+  const reported = new Set<string>();
   for (const operation of operations) {
     if (operation.outcome !== 'ok' || operation.output === undefined) continue;
     const { value, modRevision } = operation.output;
@@ -112,11 +113,15 @@ function valuesNameTheirWrites(operations: readonly Operation[], out: RevisionVi
     }
     const writeRevision = createdRevision(write);
     if (writeRevision !== undefined && writeRevision !== modRevision) {
+      if (reported.has(slot)) continue; // one report per write is enough
+      reported.add(slot);
       out.push({ rule: 'mod-revision-mismatch', message: `${key} = ${JSON.stringify(value)} read with mod revision ${modRevision}, but its write got revision ${writeRevision}`, operations: [write, operation] });
       continue;
     }
     const earlier = firstSeen.get(slot);
     if (earlier !== undefined && earlier.output?.modRevision !== modRevision) {
+      if (reported.has(slot)) continue;
+      reported.add(slot);
       out.push({ rule: 'mod-revision-mismatch', message: `${key} = ${JSON.stringify(value)} read with mod revisions ${earlier.output?.modRevision} and ${modRevision}`, operations: [earlier, operation] });
       continue;
     }
