@@ -201,9 +201,14 @@ export function transportSuite(options: TransportSuiteOptions): void {
   const leadMax = options.snapshotLeadChunksMax ?? 16;
   const withMesh = (body: (mesh: Mesh) => Promise<void>) => async (): Promise<void> => {
     const mesh = new Mesh(await options.harness(), waitMs);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new assert.AssertionError({ message: `the test did not finish within ${3 * waitMs} ms` })), 3 * waitMs);
+    });
     try {
-      await body(mesh);
+      await Promise.race([body(mesh), deadline]);
     } finally {
+      clearTimeout(timer);
       await mesh.close();
     }
   };

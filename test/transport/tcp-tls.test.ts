@@ -5,7 +5,7 @@
 // certificate names another member is never talked to; a transport whose
 // own certificate does not name it refuses to start.
 
-import { test } from 'node:test';
+import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,8 +21,22 @@ import type { TcpTransportOptions } from '../../src/transport/tcp.ts';
 import { makeCa, makeMemberCertificate } from './tcp-certs.ts';
 import type { MemberCertificate } from './tcp-certs.ts';
 
+/** Closed after each test, passed or failed, so that a failure never leaves the run hanging. */
+const cleanups: (() => unknown)[] = [];
+
+/** Every test here has a deadline and a cleanup: a hang is a failure, not a stuck run. */
+const test = (name: string, body: () => Promise<void> | void): void => {
+  void nodeTest(name, { timeout: 60_000 }, async () => {
+    try {
+      await body();
+    } finally {
+      for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+    }
+  });
+};
+
 const directory = mkdtempSync(join(tmpdir(), 'raftkv-tls-'));
-test.after(() => rmSync(directory, { recursive: true, force: true }));
+nodeTest.after(() => rmSync(directory, { recursive: true, force: true }));
 const ca = makeCa(directory, 'cluster-ca');
 const rogueCa = makeCa(directory, 'rogue-ca');
 const certificates = new Map<number, MemberCertificate>([1, 2, 3].map((id) => [id, makeMemberCertificate(directory, ca, `member-${id}`)]));
@@ -75,6 +89,7 @@ async function until(what: string, done: () => boolean, poke?: () => void): Prom
 
 async function member(id: number, tls = tlsOf(id)): Promise<{ transport: TcpTransport; received: Message[] }> {
   const transport = await TcpTransport.listen({ id, listen: '127.0.0.1:0', tls, reconnectDelayMs: 10, reconnectDelayMaxMs: 50 });
+  cleanups.push(() => transport.close());
   const received: Message[] = [];
   transport.start({ onMessage: (m) => received.push(m), onSnapshot: async () => {} });
   return { transport, received };
@@ -107,6 +122,7 @@ test('a member whose certificate another CA signed can neither send nor be sent 
 function helloOver(port: number, material: { cert?: Buffer; key?: Buffer }, from: number): { frames: Frame[]; closed: Promise<void> } {
   const frames: Frame[] = [];
   const socket = tlsConnect({ host: '127.0.0.1', port, ca: ca.cert, ...material, checkServerIdentity: () => undefined });
+  cleanups.push(() => socket.destroy());
   const reader = new FrameReader(1 << 16);
   socket.on('data', (data: Buffer) => frames.push(...reader.push(data)));
   socket.on('error', () => {});
@@ -124,11 +140,11 @@ test('a client certificate naming another member is refused at the hello; no cer
   const port = Number(one.transport.address.split(':').pop());
   const two = certificates.get(2)!;
   const mismatch = helloOver(port, { cert: two.cert, key: two.key }, 3);
-  await mismatch.closed;
+  await Promise.race([mismatch.closed, sleep(5_000)]);
   assert.equal(mismatch.frames[0]?.kind, FrameKind.Refused);
   assert.match(mismatch.frames[0]!.body.toString('utf8'), /member-3/);
   const none = helloOver(port, {}, 2);
-  await none.closed;
+  await Promise.race([none.closed, sleep(5_000)]);
   assert.equal(none.frames.length, 0, 'no certificate, no answer at all');
   assert.equal(one.transport.stats().connectionsRefused, 2);
   const good = helloOver(port, { cert: two.cert, key: two.key }, 2);

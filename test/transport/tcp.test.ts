@@ -3,7 +3,7 @@
 // sent it; a seeded fuzz; batching per turn; bounded queues behind a peer
 // that stops reading; updatePeer; and option validation.
 
-import { test } from 'node:test';
+import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, connect } from 'node:net';
 import type { Server, Socket } from 'node:net';
@@ -17,6 +17,20 @@ import type { TcpTransportOptions } from '../../src/transport/tcp.ts';
 import { decodeMessages } from '../../src/transport/codec.ts';
 import { encodeHello, FrameKind, frameHeader, FrameReader, Purpose, TCP_PROTOCOL_VERSION } from '../../src/transport/tcp-frame.ts';
 import type { Frame } from '../../src/transport/tcp-frame.ts';
+
+/** Closed after each test, passed or failed, so that a failure never leaves the run hanging. */
+const cleanups: (() => unknown)[] = [];
+
+/** Every test here has a deadline and a cleanup: a hang is a failure, not a stuck run. */
+const test = (name: string, body: () => Promise<void> | void): void => {
+  void nodeTest(name, { timeout: 60_000 }, async () => {
+    try {
+      await body();
+    } finally {
+      for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+    }
+  });
+};
 
 const SEED = Number(process.env.SEED ?? 7);
 
@@ -59,6 +73,7 @@ interface Node {
 
 async function node(id: number, options: Partial<TcpTransportOptions> = {}): Promise<Node> {
   const transport = await TcpTransport.listen({ id, listen: '127.0.0.1:0', reconnectDelayMs: 10, reconnectDelayMaxMs: 50, ...options });
+  cleanups.push(() => transport.close());
   const received: Message[] = [];
   transport.start({ onMessage: (m) => received.push(m), onSnapshot: async () => {} });
   return { transport, received };
@@ -71,6 +86,7 @@ function portOf(transport: TcpTransport): number {
 /** A raw client socket that collects the frames the server sends and knows when it closed. */
 async function raw(port: number): Promise<{ socket: Socket; frames: Frame[]; closed: Promise<void> }> {
   const socket = connect({ host: '127.0.0.1', port });
+  cleanups.push(() => socket.destroy());
   const frames: Frame[] = [];
   const reader = new FrameReader(1 << 20);
   socket.on('data', (data: Buffer) => {
@@ -120,7 +136,8 @@ test('bad input closes only the connection that sent it; the member keeps workin
   const cases: { name: string; before?: Buffer; bytes: Buffer; refused?: boolean }[] = [
     { name: 'a length over the limit before the hello', bytes: Buffer.from([0, 1, 0, 0, 1, 1]) },
     { name: 'a length below the header', bytes: Buffer.from([0, 0, 0, 1, 1]) },
-    { name: 'a wrong protocol version', bytes: wrongVersion },
+    { name: 'a wrong protocol version before the hello', bytes: frame(FrameKind.Hello, encodeHello({ from: 2, to: 1, purpose: Purpose.Messages })).fill(TCP_PROTOCOL_VERSION + 1, 4, 5) },
+    { name: 'a wrong protocol version after the hello', before: hello(2), bytes: wrongVersion },
     { name: 'an unknown frame kind', bytes: frame(99) },
     { name: 'messages before a hello', bytes: frame(FrameKind.Messages, encodeMessages([message(2, 1, 1)])) },
     { name: 'a hello that does not decode', bytes: frame(FrameKind.Hello, Buffer.from([0xc1, 0xc1])) },
@@ -143,7 +160,9 @@ test('bad input closes only the connection that sent it; the member keeps workin
       assert.equal(client.frames[0]?.kind, FrameKind.HelloOk, item.name);
     }
     client.socket.write(item.bytes);
-    await client.closed;
+    const closed = await Promise.race([client.closed.then(() => true), sleep(5_000).then(() => false)]);
+    client.socket.destroy();
+    assert.ok(closed, `${item.name}: the member closes the connection`);
     const after = one.transport.stats();
     if (item.refused === true) {
       assert.equal(after.connectionsRefused, before.connectionsRefused + 1, item.name);
@@ -212,6 +231,10 @@ async function fakePeer(options: { pause?: boolean } = {}): Promise<{ server: Se
     });
   });
   await new Promise<void>((resolve) => state.server.listen(0, '127.0.0.1', () => resolve()));
+  cleanups.push(() => {
+    for (const socket of state.sockets) socket.destroy();
+    return new Promise((resolve) => state.server.close(resolve));
+  });
   state.port = (state.server.address() as { port: number }).port;
   return state;
 }
