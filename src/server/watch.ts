@@ -23,7 +23,7 @@ import { InvalidArgumentError, RaftKVError } from '../raft/errors.ts';
 import { NodeStoppedError } from '../raft/errors.ts';
 import { CompactedError } from '../storage/mvcc/errors.ts';
 import { indexKey, prefixEnd } from '../storage/mvcc/keys.ts';
-import type { Event, KeyValue } from '../storage/mvcc/types.ts';
+import type { Event } from '../storage/mvcc/types.ts';
 import { withBuffers } from './buffers.ts';
 
 const log = createDebug('raftkv:watch');
@@ -45,6 +45,8 @@ export interface WatchResponse {
 
 /** Where history comes from: the store's revision-ordered rows. */
 export interface EventSource {
+  /** Revisions below this one are gone; a watcher that needs them fails with RAFTKV_COMPACTED. */
+  readonly compactRevision: number;
   readEvents(
     fromRevision: number,
     toRevision: number,
@@ -71,6 +73,8 @@ export interface WatchHubOptions {
   readonly watchCatchUpRows?: number;
   /** Interval of progress notifications to watchers that asked for them. Default 600,000 ms (etcd's 10 minutes). */
   readonly watchProgressNotifyMs?: number;
+  /** Bytes of the most recent events kept in memory, so watchers a little behind catch up without reading the disk. Default 16 MiB. */
+  readonly watchRecentBytes?: number;
 }
 
 /** Which keys a watcher follows, in the index's string form. */
@@ -93,6 +97,8 @@ export interface WatchRequest {
 }
 
 const EVENT_OVERHEAD_BYTES = 96;
+/** What one buffered reference to a shared event costs a watcher. */
+const REFERENCE_BYTES = 16;
 
 function eventBytes(event: Event): number {
   const previous = event.prevKv === undefined ? 0 : event.prevKv.key.length + event.prevKv.value.length;
@@ -125,6 +131,17 @@ function matches(matcher: Matcher, key: string): boolean {
   }
 }
 
+interface PublicForms {
+  readonly bare: Event;
+  readonly withPrevious: Event;
+}
+
+/** An event as watchers receive it: Buffers, with and without the previous key-value. */
+function publicForms(event: Event): PublicForms {
+  const bare: Event = { type: event.type, kv: withBuffers(event.kv) };
+  return { bare, withPrevious: event.prevKv === undefined ? bare : { ...bare, prevKv: withBuffers(event.prevKv) } };
+}
+
 interface Waiter {
   resolve(): void;
 }
@@ -139,6 +156,13 @@ export class WatchHub {
   private readonly byRange = new Set<Watch>();
   private readonly all = new Set<Watch>();
   private bufferedBytes = 0;
+  /** Buffered events and how many watchers hold each: an event shared by many watchers is counted once. */
+  private readonly held = new Map<Event, number>();
+  /** The latest dispatched events, whole revisions, from recentStart on (raw, with previous key-values). */
+  private recent: Event[] = [];
+  private recentHead = 0;
+  private recentBytes = 0;
+  private recentStart: number;
   private stopped: Error | null = null;
   private nextId = 1;
   private progressTimer: NodeJS.Timeout | undefined;
@@ -148,6 +172,7 @@ export class WatchHub {
   readonly responseEvents: number;
   readonly catchUpRows: number;
   readonly progressNotifyMs: number;
+  readonly recentBytesMax: number;
 
   constructor(
     private readonly source: EventSource,
@@ -155,12 +180,14 @@ export class WatchHub {
     options: WatchHubOptions = {},
   ) {
     this.revision = revision;
+    this.recentStart = revision + 1;
     this.watchersMax = positiveInteger('watchersMax', options.watchersMax, 100_000);
     this.bufferEvents = positiveInteger('watchBufferEvents', options.watchBufferEvents, 1024);
     this.bufferBytes = positiveInteger('watchBufferBytes', options.watchBufferBytes, 64 * 1024 * 1024);
     this.responseEvents = positiveInteger('watchResponseEvents', options.watchResponseEvents, 1000);
     this.catchUpRows = positiveInteger('watchCatchUpRows', options.watchCatchUpRows, 1000);
     this.progressNotifyMs = positiveInteger('watchProgressNotifyMs', options.watchProgressNotifyMs, 600_000);
+    this.recentBytesMax = positiveInteger('watchRecentBytes', options.watchRecentBytes, 16 * 1024 * 1024);
   }
 
   /** The last revision dispatched to watchers. */
@@ -227,42 +254,45 @@ export class WatchHub {
   dispatch(events: readonly Event[], revision: number): void {
     const firstRevision = this.revision + 1;
     this.revision = revision;
+    this.remember(events);
     if (this.all.size === 0 || events.length === 0) return;
     const delivery = new Map<Watch, Event[]>();
-    const offer = (watchers: Set<Watch> | undefined, event: Event): void => {
+    // Each event is put in its public form once, however many watchers receive it.
+    let forms: PublicForms | null = null;
+    let current: Event = events[0] as Event;
+    const deliver = (watch: Watch): void => {
+      forms ??= publicForms(current);
+      const event = watch.options.prevKv ? forms.withPrevious : forms.bare;
+      const list = delivery.get(watch);
+      if (list === undefined) delivery.set(watch, [event]);
+      else list.push(event);
+    };
+    const offer = (watchers: Set<Watch> | undefined): void => {
       if (watchers === undefined) return;
-      for (const watch of watchers) {
-        if (!watch.synced || !watch.wants(event)) continue;
-        const list = delivery.get(watch);
-        if (list === undefined) delivery.set(watch, [event]);
-        else list.push(event);
-      }
+      for (const watch of watchers) if (watch.synced && watch.wants(current)) deliver(watch);
     };
     for (const event of events) {
+      current = event;
+      forms = null;
       const key = indexKey(event.kv.key);
-      if (this.byKey.size > 0) offer(this.byKey.get(key), event);
+      if (this.byKey.size > 0) offer(this.byKey.get(key));
       for (const length of this.prefixLengths.keys()) {
-        if (length <= key.length) offer(this.byPrefix.get(length === key.length ? key : key.slice(0, length)), event);
+        if (length <= key.length) offer(this.byPrefix.get(length === key.length ? key : key.slice(0, length)));
       }
       if (this.byRange.size > 0) {
-        for (const watch of this.byRange) {
-          if (watch.synced && matches(watch.matcher, key) && watch.wants(event)) {
-            const list = delivery.get(watch);
-            if (list === undefined) delivery.set(watch, [event]);
-            else list.push(event);
-          }
-        }
+        for (const watch of this.byRange) if (watch.synced && matches(watch.matcher, key) && watch.wants(event)) deliver(watch);
       }
     }
     for (const [watch, list] of delivery) {
-      const bytes = list.reduce((sum, event) => sum + eventBytes(event), 0);
+      let bytes = 0;
+      for (const event of list) bytes += REFERENCE_BYTES + (this.held.has(event) ? 0 : eventBytes(event));
       if (watch.bufferedEvents + list.length > this.bufferEvents || this.bufferedBytes + bytes > this.bufferBytes) {
         // Its consumer is behind: stop feeding it live; it resumes from history at this batch.
         watch.fallBehind(firstRevision);
         continue;
       }
-      this.bufferedBytes += bytes;
-      watch.enqueue(list, bytes);
+      this.hold(list);
+      watch.enqueue(list);
     }
   }
 
@@ -270,6 +300,11 @@ export class WatchHub {
   resync(revision: number): void {
     const previous = this.revision;
     this.revision = revision;
+    // The events in between were never dispatched: the recent window restarts here.
+    this.recent = [];
+    this.recentHead = 0;
+    this.recentBytes = 0;
+    this.recentStart = revision + 1;
     for (const watch of this.all) if (watch.synced) watch.fallBehind(previous + 1);
     log('store replaced at revision %d (was %d): %d watchers catch up', revision, previous, this.all.size);
   }
@@ -285,9 +320,26 @@ export class WatchHub {
 
   // ---- for Watch ----
 
-  /** @internal */
-  release(watch: Watch, bytes: number): void {
-    this.bufferedBytes -= bytes;
+  /** @internal A watcher buffers these events. */
+  hold(events: readonly Event[]): void {
+    for (const event of events) {
+      const references = this.held.get(event);
+      if (references === undefined) this.bufferedBytes += eventBytes(event);
+      this.held.set(event, (references ?? 0) + 1);
+      this.bufferedBytes += REFERENCE_BYTES;
+    }
+  }
+
+  /** @internal A watcher handed these events out (or dropped them). */
+  release(events: readonly Event[]): void {
+    for (const event of events) {
+      const references = this.held.get(event) ?? 0;
+      this.bufferedBytes -= REFERENCE_BYTES;
+      if (references <= 1) {
+        this.held.delete(event);
+        this.bufferedBytes -= eventBytes(event);
+      } else this.held.set(event, references - 1);
+    }
   }
 
   /** @internal */
@@ -306,6 +358,9 @@ export class WatchHub {
   /** @internal One bounded step of history for a watcher that is behind. */
   async readHistory(watch: Watch): Promise<{ events: Event[]; nextRevision: number; revision: number }> {
     const to = this.revision;
+    const compactRevision = this.source.compactRevision;
+    if (watch.nextRevision < compactRevision) throw new CompactedError(watch.nextRevision, compactRevision);
+    if (watch.nextRevision >= this.recentStart) return this.readRecent(watch.nextRevision, to);
     const { events, nextRevision } = await this.source.readEvents(watch.nextRevision, to, this.catchUpRows, {
       prevKv: watch.options.prevKv,
       ...watch.bounds,
@@ -316,6 +371,45 @@ export class WatchHub {
   /** @internal */
   get isStopped(): Error | null {
     return this.stopped;
+  }
+
+  /** Keeps the latest events, whole revisions, within recentBytesMax. */
+  private remember(events: readonly Event[]): void {
+    for (const event of events) {
+      this.recent.push(event);
+      this.recentBytes += eventBytes(event);
+    }
+    while (this.recentBytes > this.recentBytesMax && this.recentHead < this.recent.length) {
+      const dropped = (this.recent[this.recentHead] as Event).kv.modRevision;
+      while (this.recentHead < this.recent.length && (this.recent[this.recentHead] as Event).kv.modRevision === dropped) {
+        this.recentBytes -= eventBytes(this.recent[this.recentHead] as Event);
+        this.recentHead++;
+      }
+      this.recentStart = dropped + 1;
+    }
+    if (this.recentHead > 1024 && this.recentHead * 2 > this.recent.length) {
+      this.recent = this.recent.slice(this.recentHead);
+      this.recentHead = 0;
+    }
+  }
+
+  /** History from memory: the recent events from `from` on, about catchUpRows of them, whole revisions. */
+  private readRecent(from: number, to: number): { events: Event[]; nextRevision: number; revision: number } {
+    let low = this.recentHead;
+    let high = this.recent.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if ((this.recent[middle] as Event).kv.modRevision < from) low = middle + 1;
+      else high = middle;
+    }
+    let end = Math.min(this.recent.length, low + this.catchUpRows);
+    if (end < this.recent.length) {
+      const last = (this.recent[end - 1] as Event).kv.modRevision;
+      while (end < this.recent.length && (this.recent[end] as Event).kv.modRevision === last) end++;
+    }
+    const events = this.recent.slice(low, end);
+    const nextRevision = end < this.recent.length ? (this.recent[end] as Event).kv.modRevision : to + 1;
+    return { events, nextRevision, revision: to };
   }
 
   private register(watch: Watch): void {
@@ -370,7 +464,6 @@ export class Watch implements AsyncIterableIterator<WatchResponse> {
   /** @internal */ synced = false;
   /** @internal First revision not yet delivered (nor filtered out). */ nextRevision = 1;
   private buffer: Event[] = [];
-  private bufferBytes = 0;
   /** Revision the buffered events cover up to (for a watcher no longer fed live). */
   private bufferRevision = 0;
   private progressPending = false;
@@ -445,9 +538,8 @@ export class Watch implements AsyncIterableIterator<WatchResponse> {
   }
 
   /** @internal */
-  enqueue(events: Event[], bytes: number): void {
+  enqueue(events: Event[]): void {
     for (const event of events) this.buffer.push(event);
-    this.bufferBytes += bytes;
     this.wake();
   }
 
@@ -512,12 +604,11 @@ export class Watch implements AsyncIterableIterator<WatchResponse> {
     while (count < this.buffer.length && (this.buffer[count] as Event).kv.modRevision === lastRevision) count++;
     const events = count === this.buffer.length ? this.buffer : this.buffer.slice(0, count);
     this.buffer = count === this.buffer.length ? [] : this.buffer.slice(count);
-    const bytes = events.reduce((sum, event) => sum + eventBytes(event), 0);
-    this.bufferBytes -= bytes;
-    this.hub.release(this, bytes);
+    this.hub.release(events);
     const drained = this.buffer.length === 0;
     const revision = drained ? (this.synced ? this.hub.currentRevision : this.bufferRevision) : lastRevision;
-    return { revision, events: events.map((event) => this.publicEvent(event)), progressNotify: false };
+    // Buffered events are already in public form (see dispatch).
+    return { revision, events, progressNotify: false };
   }
 
   /** One step of history; null when it produced nothing to deliver (caught up, or filtered out). */
@@ -549,10 +640,8 @@ export class Watch implements AsyncIterableIterator<WatchResponse> {
   }
 
   private publicEvent(event: Event): Event {
-    const kv: KeyValue = withBuffers(event.kv);
-    return this.options.prevKv && event.prevKv !== undefined
-      ? { type: event.type, kv, prevKv: withBuffers(event.prevKv) }
-      : { type: event.type, kv };
+    const forms = publicForms(event);
+    return this.options.prevKv ? forms.withPrevious : forms.bare;
   }
 
   private wake(): void {
@@ -563,8 +652,7 @@ export class Watch implements AsyncIterableIterator<WatchResponse> {
 
   private finish(): void {
     this.hub.unregister(this);
-    if (this.bufferBytes > 0) this.hub.release(this, this.bufferBytes);
-    this.bufferBytes = 0;
+    this.hub.release(this.buffer);
     this.buffer = [];
     this.detachSignal?.();
     this.detachSignal = null;

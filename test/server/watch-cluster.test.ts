@@ -338,3 +338,23 @@ for (const seed of seeds) {
     await runSeed(seed);
   });
 }
+
+test('a watch opened on a member with no watchers, from a revision it applied meanwhile, gets those events', { timeout: 30_000 }, async () => {
+  const cluster = await createCluster({ seed: 5 });
+  try {
+    await cluster.waitForLeader();
+    const follower = cluster.nodes().find((node) => !node.isLeader) as RaftKV;
+    const leader = cluster.leader() as RaftKV;
+    const { revision: first } = await leader.put('k', 'one');
+    await leader.put('k', 'two');
+    // No watcher exists anywhere while those apply; the recent window must still hold them.
+    await follower.get('k');
+    // If the events never come, the signal ends the watch and the assertion below fails rather than hanging.
+    const watch = follower.watch({ key: 'k', startRevision: first, signal: AbortSignal.timeout(10_000) });
+    const { value } = await watch.next();
+    assert.deepEqual(value?.events.map(describe), [`put k@${first}.1=one`, `put k@${first + 1}.2=two`]);
+    watch.cancel();
+  } finally {
+    await cluster.close();
+  }
+});

@@ -46,6 +46,9 @@ class Bench {
       random === undefined
         ? store
         : {
+            get compactRevision() {
+              return store.compactRevision;
+            },
             readEvents: (from, to, rowsMax, { key, rangeEnd, ...rest }) =>
               random(2) === 0 || key === undefined
                 ? store.readEvents(from, to, rowsMax, rest)
@@ -256,7 +259,8 @@ function randomRequest(random: RandomSource, bench: Bench, serial: { value: numb
 
 async function runSeed(seed: number, operations: number): Promise<void> {
   const random = createRandom(seed);
-  const bench = await Bench.open({ watchBufferEvents: 6, watchCatchUpRows: 5, watchResponseEvents: 4, watchBufferBytes: 16 * 1024 }, random);
+  // A small recent window: catch-ups come from memory, from the index and from the row scan.
+  const bench = await Bench.open({ watchBufferEvents: 6, watchCatchUpRows: 5, watchResponseEvents: 4, watchBufferBytes: 16 * 1024, watchRecentBytes: 2048 }, random);
   const streams: Stream[] = [];
   const serial = { value: 0 };
   let maxBuffered = 0;
