@@ -61,8 +61,11 @@ export class NoLeaderError extends RaftKVError {
 
 /** The proposal was refused before it entered the log. Safe to retry. */
 export class ProposalDroppedError extends RaftKVError {
-  constructor(message: string) {
+  /** Why, where a caller may act on it: 'pending-conf-change' clears once the previous change is applied. */
+  readonly reason: 'pending-conf-change' | 'other';
+  constructor(message: string, reason: 'pending-conf-change' | 'other' = 'other') {
     super('RAFTKV_PROPOSAL_DROPPED', message);
+    this.reason = reason;
   }
 }
 

@@ -662,7 +662,7 @@ export class Raft {
       return new ProposalDroppedError(`too many uncommitted bytes at the leader (${this.uncommittedBytes})`);
     }
     if (type === EntryType.ConfChange && this.pendingConfIndex > this.log.applied) {
-      return new ProposalDroppedError('another membership change is not yet applied');
+      return new ProposalDroppedError('another membership change is not yet applied', 'pending-conf-change');
     }
     return null;
   }

@@ -15,6 +15,7 @@ import {
   NodeStoppedError,
   NoLeaderError,
   OutcomeUnknownError,
+  ProposalDroppedError,
   RaftKVError,
   RequestTooLargeError,
   TimeoutError,
@@ -211,9 +212,21 @@ export class ReplicatedNode<Request, Response> {
     await this.waitForLeader(deadlineMs);
     const { sequence, promise } = this.confChanges.register(deadlineMs);
     const context = encodeProposal({ node: this.proposerId, sequence, request: change.context });
-    const result = this.raw.proposeConfChange({ ...change, context });
-    if (!result.ok) this.confChanges.reject(sequence, result.error);
-    else this.scheduleLoop();
+    for (;;) {
+      const result = this.raw.proposeConfChange({ ...change, context });
+      if (result.ok) {
+        this.scheduleLoop();
+        break;
+      }
+      // The previous change (or the automatic leave of a joint one) is committed but not yet
+      // marked applied in the core: it will be within a loop turn or two, so wait rather than fail.
+      const pending = result.error instanceof ProposalDroppedError && result.error.reason === 'pending-conf-change';
+      if (!pending || Date.now() + this.tickMs >= deadlineMs || this.stopped !== null) {
+        this.confChanges.reject(sequence, result.error);
+        break;
+      }
+      await new Promise<void>((resolve) => setTimeout(resolve, Math.min(this.tickMs, 10)));
+    }
     return promise;
   }
 

@@ -168,3 +168,20 @@ test('under a partition every outcome is a success or a typed error before its d
     }
   });
 });
+
+test('membership changes back to back: each waits for the previous one instead of failing', async () => {
+  const cluster = await createCluster({ seed: 9 });
+  try {
+    await cluster.waitForLeader();
+    const leader = cluster.leader();
+    assert.ok(leader !== undefined);
+    // Member 4 never starts: three of four voters are still a quorum.
+    await leader.addLearner(4);
+    assert.deepEqual(await leader.promoteMember(4), [1, 2, 3, 4].map((id) => ({ id, isLearner: false })));
+    assert.deepEqual(await leader.removeMember(4), [1, 2, 3].map((id) => ({ id, isLearner: false })));
+    await leader.put('after', 'changes');
+    assert.equal((await cluster.nodes()[0]?.get('after'))?.value.toString(), 'changes');
+  } finally {
+    await cluster.close();
+  }
+});
