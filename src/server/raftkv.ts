@@ -14,7 +14,15 @@ import type { RandomSource } from '../raft/random.ts';
 import { ConfChangeTransition, ConfChangeType } from '../raft/types.ts';
 import type { ConfState, NodeId } from '../raft/types.ts';
 import { ClassicLogStorage } from '../storage/log/classic.ts';
-import { CompactedError, EmptyKeyError, FutureRevisionError } from '../storage/mvcc/errors.ts';
+import {
+  CompactedError,
+  DuplicateKeyError,
+  EmptyKeyError,
+  FutureRevisionError,
+  KeyNotFoundError,
+  NoSpaceError,
+  TooManyOperationsError,
+} from '../storage/mvcc/errors.ts';
 import { prefixEnd } from '../storage/mvcc/keys.ts';
 import { MvccStore } from '../storage/mvcc/store.ts';
 import type {
@@ -29,6 +37,7 @@ import type {
   SortTarget,
   TxnRequest,
   TxnResponse,
+  ErrorResponse,
   Event,
   WriteRequest,
   WriteResponse,
@@ -266,9 +275,23 @@ function txnWithBuffers(response: TxnResponse): TxnResponse {
 /** Turns a deterministic refusal from the store into the typed error it stands for. */
 function raiseIfError(response: WriteResponse): void {
   if (response.type !== 'error') return;
-  if (response.code === 'RAFTKV_COMPACTED') throw new CompactedError(response.revision, response.compactRevision ?? 0);
-  if (response.code === 'RAFTKV_FUTURE_REVISION') throw new FutureRevisionError(0, response.revision);
-  throw new RaftKVError(response.code, response.message);
+  throw typedError(response);
+}
+
+/** The store's refusal as the error class its code stands for, with the store's own message. */
+function typedError(response: ErrorResponse): RaftKVError {
+  const byCode: Record<string, () => RaftKVError> = {
+    RAFTKV_COMPACTED: () => new CompactedError(response.revision, response.compactRevision ?? 0),
+    RAFTKV_FUTURE_REVISION: () => new FutureRevisionError(0, response.revision),
+    RAFTKV_EMPTY_KEY: () => new EmptyKeyError(),
+    RAFTKV_KEY_NOT_FOUND: () => new KeyNotFoundError(''),
+    RAFTKV_DUPLICATE_KEY: () => new DuplicateKeyError(''),
+    RAFTKV_TOO_MANY_OPS: () => new TooManyOperationsError(0, 0),
+    RAFTKV_NO_SPACE: () => new NoSpaceError(0, 0),
+  };
+  const error = byCode[response.code]?.() ?? new RaftKVError(response.code, response.message);
+  error.message = response.message;
+  return error;
 }
 
 export class RaftKV {

@@ -7,7 +7,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createCluster, op } from '../../src/index.ts';
+import { createCluster, KeyNotFoundError, op } from '../../src/index.ts';
 import type { Cluster, ClusterOptions } from '../../src/index.ts';
 
 async function withCluster(options: ClusterOptions, body: (cluster: Cluster) => Promise<void>): Promise<void> {
@@ -72,7 +72,7 @@ test('the etcd API: ranges, prefixes, transactions, deletes, compaction and type
     await assert.rejects(kv.get('marker', { revision: revision - 1 }), { code: 'RAFTKV_COMPACTED', compactRevision: revision });
     await assert.rejects(kv.compact(revision), { code: 'RAFTKV_COMPACTED' });
     await assert.rejects(kv.put('', 'x'), { code: 'RAFTKV_EMPTY_KEY' });
-    await assert.rejects(kv.put('k', '', { ignoreValue: true }), { code: 'RAFTKV_KEY_NOT_FOUND' });
+    await assert.rejects(kv.put('k', '', { ignoreValue: true }), (error) => error instanceof KeyNotFoundError && error.code === 'RAFTKV_KEY_NOT_FOUND' && error.message.includes('"k"'));
     await assert.rejects(kv.get('marker', { revision: revision + 100 }), { code: 'RAFTKV_FUTURE_REVISION' });
     await assert.rejects(kv.put('big', new Uint8Array(2 * 1024 * 1024)), { code: 'RAFTKV_REQUEST_TOO_LARGE' });
     const status = await kv.status();
