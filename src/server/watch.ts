@@ -136,6 +136,18 @@ interface PublicForms {
   readonly withPrevious: Event;
 }
 
+/** An event with its key in index form and, once needed, its public forms: shared by every watcher that gets it. */
+interface Change {
+  readonly event: Event;
+  readonly key: string;
+  forms: PublicForms | null;
+}
+
+function formsOf(change: Change): PublicForms {
+  change.forms ??= publicForms(change.event);
+  return change.forms;
+}
+
 /** An event as watchers receive it: Buffers, with and without the previous key-value. */
 function publicForms(event: Event): PublicForms {
   const bare: Event = { type: event.type, kv: withBuffers(event.kv) };
@@ -159,7 +171,7 @@ export class WatchHub {
   /** Buffered events and how many watchers hold each: an event shared by many watchers is counted once. */
   private readonly held = new Map<Event, number>();
   /** The latest dispatched events, whole revisions, from recentStart on (raw, with previous key-values). */
-  private recent: Event[] = [];
+  private recent: Change[] = [];
   private recentHead = 0;
   private recentBytes = 0;
   private recentStart: number;
@@ -254,14 +266,14 @@ export class WatchHub {
   dispatch(events: readonly Event[], revision: number): void {
     const firstRevision = this.revision + 1;
     this.revision = revision;
-    this.remember(events);
+    const changes = events.map((event): Change => ({ event, key: indexKey(event.kv.key), forms: null }));
+    this.remember(changes);
     if (this.all.size === 0 || events.length === 0) return;
     const delivery = new Map<Watch, Event[]>();
     // Each event is put in its public form once, however many watchers receive it.
-    let forms: PublicForms | null = null;
-    let current: Event = events[0] as Event;
+    let current = changes[0] as Change;
     const deliver = (watch: Watch): void => {
-      forms ??= publicForms(current);
+      const forms = formsOf(current);
       const event = watch.options.prevKv ? forms.withPrevious : forms.bare;
       const list = delivery.get(watch);
       if (list === undefined) delivery.set(watch, [event]);
@@ -269,18 +281,17 @@ export class WatchHub {
     };
     const offer = (watchers: Set<Watch> | undefined): void => {
       if (watchers === undefined) return;
-      for (const watch of watchers) if (watch.synced && watch.wants(current)) deliver(watch);
+      for (const watch of watchers) if (watch.synced && watch.wants(current.event)) deliver(watch);
     };
-    for (const event of events) {
-      current = event;
-      forms = null;
-      const key = indexKey(event.kv.key);
+    for (const change of changes) {
+      current = change;
+      const key = change.key;
       if (this.byKey.size > 0) offer(this.byKey.get(key));
       for (const length of this.prefixLengths.keys()) {
         if (length <= key.length) offer(this.byPrefix.get(length === key.length ? key : key.slice(0, length)));
       }
       if (this.byRange.size > 0) {
-        for (const watch of this.byRange) if (watch.synced && matches(watch.matcher, key) && watch.wants(event)) deliver(watch);
+        for (const watch of this.byRange) if (watch.synced && matches(watch.matcher, key) && watch.wants(change.event)) deliver(watch);
       }
     }
     for (const [watch, list] of delivery) {
@@ -356,7 +367,7 @@ export class WatchHub {
   }
 
   /** @internal One bounded step of history for a watcher that is behind. */
-  async readHistory(watch: Watch): Promise<{ events: Event[]; nextRevision: number; revision: number }> {
+  async readHistory(watch: Watch): Promise<{ changes: readonly Change[]; nextRevision: number; revision: number }> {
     const to = this.revision;
     const compactRevision = this.source.compactRevision;
     if (watch.nextRevision < compactRevision) throw new CompactedError(watch.nextRevision, compactRevision);
@@ -365,7 +376,7 @@ export class WatchHub {
       prevKv: watch.options.prevKv,
       ...watch.bounds,
     });
-    return { events, nextRevision, revision: to };
+    return { changes: events.map((event) => ({ event, key: indexKey(event.kv.key), forms: null })), nextRevision, revision: to };
   }
 
   /** @internal */
@@ -374,15 +385,15 @@ export class WatchHub {
   }
 
   /** Keeps the latest events, whole revisions, within recentBytesMax. */
-  private remember(events: readonly Event[]): void {
-    for (const event of events) {
-      this.recent.push(event);
-      this.recentBytes += eventBytes(event);
+  private remember(changes: readonly Change[]): void {
+    for (const change of changes) {
+      this.recent.push(change);
+      this.recentBytes += eventBytes(change.event);
     }
     while (this.recentBytes > this.recentBytesMax && this.recentHead < this.recent.length) {
-      const dropped = (this.recent[this.recentHead] as Event).kv.modRevision;
-      while (this.recentHead < this.recent.length && (this.recent[this.recentHead] as Event).kv.modRevision === dropped) {
-        this.recentBytes -= eventBytes(this.recent[this.recentHead] as Event);
+      const dropped = (this.recent[this.recentHead] as Change).event.kv.modRevision;
+      while (this.recentHead < this.recent.length && (this.recent[this.recentHead] as Change).event.kv.modRevision === dropped) {
+        this.recentBytes -= eventBytes((this.recent[this.recentHead] as Change).event);
         this.recentHead++;
       }
       this.recentStart = dropped + 1;
@@ -394,22 +405,22 @@ export class WatchHub {
   }
 
   /** History from memory: the recent events from `from` on, about catchUpRows of them, whole revisions. */
-  private readRecent(from: number, to: number): { events: Event[]; nextRevision: number; revision: number } {
+  private readRecent(from: number, to: number): { changes: readonly Change[]; nextRevision: number; revision: number } {
     let low = this.recentHead;
     let high = this.recent.length;
     while (low < high) {
       const middle = (low + high) >>> 1;
-      if ((this.recent[middle] as Event).kv.modRevision < from) low = middle + 1;
+      if ((this.recent[middle] as Change).event.kv.modRevision < from) low = middle + 1;
       else high = middle;
     }
     let end = Math.min(this.recent.length, low + this.catchUpRows);
     if (end < this.recent.length) {
-      const last = (this.recent[end - 1] as Event).kv.modRevision;
-      while (end < this.recent.length && (this.recent[end] as Event).kv.modRevision === last) end++;
+      const last = (this.recent[end - 1] as Change).event.kv.modRevision;
+      while (end < this.recent.length && (this.recent[end] as Change).event.kv.modRevision === last) end++;
     }
-    const events = this.recent.slice(low, end);
-    const nextRevision = end < this.recent.length ? (this.recent[end] as Event).kv.modRevision : to + 1;
-    return { events, nextRevision, revision: to };
+    const changes = this.recent.slice(low, end);
+    const nextRevision = end < this.recent.length ? (this.recent[end] as Change).event.kv.modRevision : to + 1;
+    return { changes, nextRevision, revision: to };
   }
 
   private register(watch: Watch): void {
@@ -618,7 +629,7 @@ export class Watch implements AsyncIterableIterator<WatchResponse> {
       this.synced = true;
       return null;
     }
-    let step: { events: Event[]; nextRevision: number; revision: number };
+    let step: { changes: readonly Change[]; nextRevision: number; revision: number };
     try {
       step = await this.hub.readHistory(this);
     } catch (error) {
@@ -633,15 +644,15 @@ export class Watch implements AsyncIterableIterator<WatchResponse> {
       return null;
     }
     if (this.cancelled || this.error !== null) return null;
-    const events = step.events.filter((event) => matches(this.matcher, indexKey(event.kv.key)) && this.wants(event));
+    const events: Event[] = [];
+    for (const change of step.changes) {
+      if (!matches(this.matcher, change.key) || !this.wants(change.event)) continue;
+      const forms = formsOf(change);
+      events.push(this.options.prevKv ? forms.withPrevious : forms.bare);
+    }
     this.nextRevision = Math.max(this.nextRevision, step.nextRevision);
     if (events.length === 0) return null;
-    return { revision: step.nextRevision - 1, events: events.map((event) => this.publicEvent(event)), progressNotify: false };
-  }
-
-  private publicEvent(event: Event): Event {
-    const forms = publicForms(event);
-    return this.options.prevKv ? forms.withPrevious : forms.bare;
+    return { revision: step.nextRevision - 1, events, progressNotify: false };
   }
 
   private wake(): void {
