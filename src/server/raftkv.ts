@@ -316,6 +316,9 @@ export class RaftKV {
       requestBytesMax: options.requestBytesMax ?? DEFAULT_REQUEST_LIMITS.requestBytesMax,
       txnOperationsMax: options.txnOperationsMax ?? DEFAULT_REQUEST_LIMITS.txnOperationsMax,
     };
+    for (const [name, value] of Object.entries(limits)) {
+      if (!Number.isSafeInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`);
+    }
     await mkdir(options.dataDir, { recursive: true });
     const log = await ClassicLogStorage.open(join(options.dataDir, 'log'));
     let store: MvccStore;
@@ -379,6 +382,7 @@ export class RaftKV {
   async range(options: RangeOptions): Promise<RangeResponse> {
     const request = rangeRequestOf(options);
     validateRangeRequest(request);
+    this.ensureOpen();
     if (options.serializable !== true) await this.node.readBarrier();
     // A local read completes in microtasks only; yield once so a tight loop of them cannot starve the member's own timers and I/O.
     else await new Promise<void>((resolve) => setImmediate(resolve));
@@ -415,7 +419,7 @@ export class RaftKV {
    */
   watch(options: WatchOptions): Watch {
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('watch options are required');
-    if (this.node.isStopped) throw new NodeStoppedError('the member is closed');
+    this.ensureOpen();
     const prefix = options.prefix === undefined ? undefined : toBytes(options.prefix, 'prefix');
     const bounds = prefix !== undefined ? { key: prefix } : selectorBounds(options);
     if (prefix === undefined && bounds.key.length === 0) throw new EmptyKeyError();
@@ -471,6 +475,7 @@ export class RaftKV {
   }
 
   async status(): Promise<Status> {
+    this.ensureOpen();
     const store = this.store.status();
     return {
       ...this.node.status(),
@@ -482,7 +487,8 @@ export class RaftKV {
   }
 
   /** A hash of the store at a revision; equal on every member that applied the same log. */
-  hash(revision?: number): Promise<{ hash: string; revision: number; compactRevision: number }> {
+  async hash(revision?: number): Promise<{ hash: string; revision: number; compactRevision: number }> {
+    this.ensureOpen();
     return this.store.hash(revision);
   }
 
@@ -501,6 +507,11 @@ export class RaftKV {
 
   async close(): Promise<void> {
     await this.node.close();
+  }
+
+  /** A closed or stopped member answers RAFTKV_STOPPED, whichever part is asked. */
+  private ensureOpen(): void {
+    if (this.node.isStopped) throw new NodeStoppedError(`member ${this.id} is closed or stopped`);
   }
 
   private async write(request: WriteRequest): Promise<WriteResponse> {

@@ -244,6 +244,7 @@ export class ReplicatedNode<Request, Response> {
 
   /** Resolves once some node is known as leader (or rejects with NoLeaderError at the deadline). */
   waitForLeader(deadlineMs = Date.now() + this.requestTimeoutMs): Promise<void> {
+    if (this.stopped !== null) return Promise.reject(this.stopped);
     if (this.leader !== NONE) return Promise.resolve();
     return new Promise((resolve, reject) => this.leaderWaiters.push({ resolve, reject, deadlineMs }));
   }

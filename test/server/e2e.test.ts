@@ -7,7 +7,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createCluster, KeyNotFoundError, op } from '../../src/index.ts';
+import { createCluster, KeyNotFoundError, op, RaftKV } from '../../src/index.ts';
 import type { Cluster, ClusterOptions } from '../../src/index.ts';
 
 async function withCluster(options: ClusterOptions, body: (cluster: Cluster) => Promise<void>): Promise<void> {
@@ -181,6 +181,32 @@ test('membership changes back to back: each waits for the previous one instead o
     assert.deepEqual(await leader.removeMember(4), [1, 2, 3].map((id) => ({ id, isLearner: false })));
     await leader.put('after', 'changes');
     assert.equal((await cluster.nodes()[0]?.get('after'))?.value.toString(), 'changes');
+  } finally {
+    await cluster.close();
+  }
+});
+
+test('a closed member answers RAFTKV_STOPPED from every part; bad limits are refused at open', async () => {
+  const cluster = await createCluster({ seed: 10 });
+  try {
+    await cluster.waitForLeader();
+    const member = cluster.nodes()[0];
+    assert.ok(member !== undefined);
+    await member.close();
+    const stopped = { code: 'RAFTKV_STOPPED' };
+    await assert.rejects(member.get('k', { serializable: true }), stopped);
+    await assert.rejects(member.get('k'), stopped);
+    await assert.rejects(member.status(), stopped);
+    await assert.rejects(member.hash(), stopped);
+    await assert.rejects(member.waitForLeader(), stopped);
+    await assert.rejects(member.put('k', 'v'), stopped);
+    assert.throws(() => member.watch({ key: 'k' }), stopped);
+    for (const limits of [{ txnOperationsMax: 0 }, { requestBytesMax: -1 }, { txnOperationsMax: 1.5 }]) {
+      await assert.rejects(
+        RaftKV.open({ id: 9, dataDir: `${cluster.dataDir}/bad`, transport: cluster.network.endpoint(9), ...limits }),
+        { code: 'RAFTKV_INVALID_ARGUMENT' },
+      );
+    }
   } finally {
     await cluster.close();
   }
