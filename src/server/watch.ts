@@ -599,7 +599,9 @@ export class Watch implements AsyncIterableIterator<WatchResponse> {
       }
       if (this.progressPending) {
         this.progressPending = false;
-        return { done: false, value: { revision: this.hub.currentRevision, events: [], progressNotify: true } };
+        // Never below the watch's own start (etcd #20221) nor below what it delivered (#15220).
+        const revision = Math.max(this.hub.currentRevision, this.nextRevision - 1);
+        return { done: false, value: { revision, events: [], progressNotify: true } };
       }
       await new Promise<void>((resolve) => {
         this.waiter = { resolve };
