@@ -22,7 +22,12 @@ export {
   DuplicateKeyError,
   TooManyOperationsError,
   NoSpaceError,
+  LeaseNotFoundError,
+  LeaseExistsError,
+  TooManyLeasesError,
+  LeaseRenewedError,
 } from './storage/mvcc/errors.ts';
+export { LeaseLostError } from './server/lease.ts';
 export { MalformedFrameError } from './transport/codec.ts';
 export { UnreachableError } from './transport/memory.ts';
 export { ListenFailedError } from './transport/tcp.ts';

@@ -32,8 +32,12 @@ export type {
   Member,
   Status,
   WatchOptions,
+  LeaseGrant,
+  LeaseTimeToLive,
 } from './server/raftkv.ts';
 export { Watch } from './server/watch.ts';
+export { LeaseKeepAlive } from './server/lease.ts';
+export type { KeepAliveEvent, KeepAliveOptions } from './server/lease.ts';
 export type { WatchResponse, WatchFilter, WatchHubOptions } from './server/watch.ts';
 export { createCluster, Cluster } from './server/cluster.ts';
 export type { ClusterOptions } from './server/cluster.ts';

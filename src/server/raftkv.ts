@@ -7,6 +7,7 @@
 // (forwarded to the leader from any member); reads are linearizable by
 // default (a batched ReadIndex round) or serializable (local) on request.
 
+import { randomInt } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgumentError, NodeStoppedError, RaftKVError } from '../raft/errors.ts';
@@ -20,7 +21,11 @@ import {
   EmptyKeyError,
   FutureRevisionError,
   KeyNotFoundError,
+  LeaseExistsError,
+  LeaseNotFoundError,
+  LeaseRenewedError,
   NoSpaceError,
+  TooManyLeasesError,
   TooManyOperationsError,
 } from '../storage/mvcc/errors.ts';
 import { prefixEnd } from '../storage/mvcc/keys.ts';
@@ -42,9 +47,11 @@ import type {
   WriteRequest,
   WriteResponse,
 } from '../storage/mvcc/types.ts';
-import { DEFAULT_REQUEST_LIMITS, validateRangeRequest, validateWriteRequest } from '../storage/mvcc/validate.ts';
+import { DEFAULT_REQUEST_LIMITS, LEASE_TTL_SECONDS_MAX, leaseId, validateRangeRequest, validateWriteRequest } from '../storage/mvcc/validate.ts';
 import type { RequestLimits } from '../storage/mvcc/validate.ts';
 import { withBuffers } from './buffers.ts';
+import { grantedTtlSeconds, LeaseKeepAlive, Lessor } from './lease.ts';
+import type { KeepAliveOptions } from './lease.ts';
 import type { StateMachinePort, TransportPort } from './ports.ts';
 import { ReplicatedNode } from './replicated-node.ts';
 import type { NodeStatus } from './replicated-node.ts';
@@ -89,6 +96,33 @@ export interface RaftKVOptions extends WatchHubOptions {
   readonly random?: RandomSource;
   /** Called once if the member stops on a fatal error (a failed disk write). */
   readonly onFatal?: (error: Error) => void;
+  /** Leases the store holds at most (equal on every member). Default 10,000. */
+  readonly leasesMax?: number;
+  /** How often the leader checkpoints leases' remaining TTLs through Raft, in ms (0: never). Default 300,000 (etcd's 5 minutes). */
+  readonly leaseCheckpointIntervalMs?: number;
+  /** Keep-alive streams open on this member at most. Default 10,000. */
+  readonly keepAlivesMax?: number;
+}
+
+/** A granted lease. */
+export interface LeaseGrant {
+  readonly id: number;
+  /** The TTL granted: the one asked for, raised to the minimum (1.5 election timeouts, at least 1 s). */
+  readonly ttlSeconds: number;
+}
+
+export interface LeaseTimeToLive {
+  readonly id: number;
+  readonly grantedTtlSeconds: number;
+  /**
+   * Milliseconds before expiry as the leader measures it; on a follower (which keeps no
+   * deadlines) an upper bound: the checkpointed remaining time, else the whole TTL.
+   */
+  readonly remainingMs: number;
+  /** Whether remainingMs was measured by this member as leader. */
+  readonly measuredByLeader: boolean;
+  /** The attached keys, with `{ keys: true }`. */
+  readonly keys?: readonly Buffer[];
 }
 
 export interface PutOptions {
@@ -288,6 +322,10 @@ function typedError(response: ErrorResponse): RaftKVError {
     RAFTKV_DUPLICATE_KEY: () => new DuplicateKeyError(''),
     RAFTKV_TOO_MANY_OPS: () => new TooManyOperationsError(0, 0),
     RAFTKV_NO_SPACE: () => new NoSpaceError(0, 0),
+    RAFTKV_LEASE_NOT_FOUND: () => new LeaseNotFoundError(0),
+    RAFTKV_LEASE_EXISTS: () => new LeaseExistsError(0),
+    RAFTKV_TOO_MANY_LEASES: () => new TooManyLeasesError(0),
+    RAFTKV_LEASE_RENEWED: () => new LeaseRenewedError(0),
   };
   const error = byCode[response.code]?.() ?? new RaftKVError(response.code, response.message);
   error.message = response.message;
@@ -297,6 +335,11 @@ function typedError(response: ErrorResponse): RaftKVError {
 export class RaftKV {
   readonly id: NodeId;
   private readonly limits: RequestLimits;
+  private lessor: Lessor | null = null;
+  private leaseMinimumSeconds = 1;
+  private retryMs = 100;
+  private keepAlivesMax = 10_000;
+  private readonly keepAlives = new Set<LeaseKeepAlive>();
 
   private constructor(
     private readonly node: ReplicatedNode<WriteRequest, WriteResponse>,
@@ -323,7 +366,10 @@ export class RaftKV {
     const log = await ClassicLogStorage.open(join(options.dataDir, 'log'));
     let store: MvccStore;
     try {
-      store = await MvccStore.open(join(options.dataDir, 'kv'), options.quotaBytes === undefined ? {} : { quotaBytes: options.quotaBytes });
+      store = await MvccStore.open(join(options.dataDir, 'kv'), {
+        ...(options.quotaBytes === undefined ? {} : { quotaBytes: options.quotaBytes }),
+        ...(options.leasesMax === undefined ? {} : { leasesMax: options.leasesMax }),
+      });
     } catch (error) {
       await log.close();
       throw error;
@@ -338,6 +384,9 @@ export class RaftKV {
       watchResponseEvents: _responseEvents,
       watchCatchUpRows: _catchUpRows,
       watchProgressNotifyMs: _progressMs,
+      leasesMax: _leasesMax,
+      leaseCheckpointIntervalMs: _checkpointMs,
+      keepAlivesMax: _keepAlivesMax,
       ...nodeOptions
     } = options;
     let hub: WatchHub;
@@ -356,7 +405,9 @@ export class RaftKV {
         snapshotDirectory: join(options.dataDir, 'snap'),
         requestBytesMax: limits.requestBytesMax + 4096,
       });
-      return new RaftKV(node, store, hub, limits);
+      const kv = new RaftKV(node, store, hub, limits);
+      kv.startLeases(options);
+      return kv;
     } catch (error) {
       await store.close();
       await log.close();
@@ -506,7 +557,102 @@ export class RaftKV {
   }
 
   async close(): Promise<void> {
+    this.lessor?.stop();
+    for (const keepAlive of this.keepAlives) keepAlive.close();
     await this.node.close();
+  }
+
+  // ---- Leases (see lease.ts and docs/leases.md) ----
+
+  private startLeases(options: RaftKVOptions): void {
+    const tickMs = options.tickMs ?? 100;
+    const electionMs = (options.electionTimeoutTicks ?? 10) * tickMs;
+    const checkpointIntervalMs = options.leaseCheckpointIntervalMs ?? 300_000;
+    if (!Number.isSafeInteger(checkpointIntervalMs) || checkpointIntervalMs < 0) {
+      throw new InvalidArgumentError('leaseCheckpointIntervalMs must be a non-negative integer');
+    }
+    this.keepAlivesMax = options.keepAlivesMax ?? 10_000;
+    if (!Number.isSafeInteger(this.keepAlivesMax) || this.keepAlivesMax < 1) throw new InvalidArgumentError('keepAlivesMax must be a positive integer');
+    // etcd's minimum TTL: 1.5 election timeouts, so a lease outlives a leader change.
+    this.leaseMinimumSeconds = Math.max(1, Math.ceil((1.5 * electionMs) / 1000));
+    this.retryMs = Math.max(10, tickMs);
+    const node = this.node;
+    const store = this.store;
+    this.lessor = new Lessor(
+      {
+        leases: () => store.leases(),
+        get isLeader() {
+          return node.isLeader && !node.isStopped;
+        },
+        propose: (request) => node.propose(request),
+      },
+      { tickMs, checkpointIntervalMs, revokesPerTickMax: 100 },
+    );
+    this.lessor.start();
+  }
+
+  /** Creates a lease of `ttlSeconds` (raised to the minimum); `id` is chosen at random unless given. */
+  async grant(ttlSeconds: number, id?: number): Promise<LeaseGrant> {
+    const ttl = grantedTtlSeconds(ttlSeconds, this.leaseMinimumSeconds, LEASE_TTL_SECONDS_MAX);
+    if (id !== undefined) leaseId(id);
+    for (let attempt = 0; ; attempt++) {
+      const chosen = id ?? randomInt(1, 2 ** 48);
+      try {
+        const response = await this.write({ type: 'leaseGrant', id: chosen, ttlSeconds: ttl });
+        return { id: chosen, ttlSeconds: response.type === 'leaseGrant' ? response.ttlSeconds : ttl };
+      } catch (error) {
+        // A random id that collided: draw another.
+        if (id !== undefined || attempt >= 3 || !(error instanceof LeaseExistsError)) throw error;
+      }
+    }
+  }
+
+  /** Deletes a lease and every key attached to it, at one revision. */
+  async revoke(id: number): Promise<{ revision: number; deleted: number }> {
+    const response = await this.write({ type: 'leaseRevoke', id: leaseId(id) });
+    return { revision: response.revision, deleted: response.type === 'leaseRevoke' ? response.deleted : 0 };
+  }
+
+  /** Renews a lease once (through Raft, from any member). */
+  async keepAliveOnce(id: number): Promise<LeaseGrant> {
+    const response = await this.write({ type: 'leaseKeepAlive', id: leaseId(id) });
+    return { id, ttlSeconds: response.type === 'leaseKeepAlive' ? response.ttlSeconds : 0 };
+  }
+
+  /** Renews a lease about every TTL/3 until it is lost or the stream is closed; iterate it for renewals and the loss. */
+  keepAlive(id: number, options: KeepAliveOptions = {}): LeaseKeepAlive {
+    leaseId(id);
+    if (this.node.isStopped) throw new NodeStoppedError('the member is closed');
+    if (this.keepAlives.size >= this.keepAlivesMax) {
+      throw new RaftKVError('RAFTKV_TOO_MANY_KEEPALIVES', `${this.keepAlivesMax} keep-alive streams are open on this member (the limit)`);
+    }
+    const stream = new LeaseKeepAlive(id, (lease) => this.keepAliveOnce(lease), this.retryMs, options);
+    this.keepAlives.add(stream);
+    void stream.done.finally(() => this.keepAlives.delete(stream));
+    return stream;
+  }
+
+  /** A lease's TTL, remaining time and (with `keys: true`) attached keys, after a linearizable read barrier. */
+  async timeToLive(id: number, options: { readonly keys?: boolean } = {}): Promise<LeaseTimeToLive> {
+    leaseId(id);
+    await this.node.readBarrier();
+    const lease = this.store.lease(id);
+    if (lease === undefined) throw new LeaseNotFoundError(id);
+    const measured = this.lessor?.remainingMs(id);
+    const remainingMs = measured ?? (lease.remainingMs > 0 ? lease.remainingMs : lease.ttlSeconds * 1000);
+    const result: LeaseTimeToLive = { id, grantedTtlSeconds: lease.ttlSeconds, remainingMs, measuredByLeader: measured !== undefined };
+    return options.keys === true ? { ...result, keys: this.store.leaseKeys(id).map((key) => Buffer.from(key)) } : result;
+  }
+
+  /** Every lease (after a linearizable read barrier). */
+  async leases(): Promise<{ id: number; ttlSeconds: number }[]> {
+    await this.node.readBarrier();
+    return this.store.leases().map((lease) => ({ id: lease.id, ttlSeconds: lease.ttlSeconds }));
+  }
+
+  /** The smallest TTL a grant gets, in seconds. */
+  get leaseMinimumTtlSeconds(): number {
+    return this.leaseMinimumSeconds;
   }
 
   /** A closed or stopped member answers RAFTKV_STOPPED, whichever part is asked. */

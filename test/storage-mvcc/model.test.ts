@@ -3,7 +3,8 @@
 // historical reads, restarts and snapshot restores, applied in random
 // batches to two stores on classic-level (one compacting in tiny steps) and
 // to the reference model; every answer must agree, and the two stores'
-// hashes must be equal. SEEDS × OPS operations (default 4 × 5,000 = 20,000);
+// hashes must be equal. Lease grants, revokes (deleting attached keys at
+// one revision), renewals and checkpoints are mixed in. SEEDS × OPS operations (default 4 × 5,000 = 20,000);
 // SEED=n replays one seed.
 
 import { test } from 'node:test';
@@ -120,7 +121,17 @@ class Generator {
     return { type: 'txn', compare: compares, success: this.operations(depth), failure: this.operations(depth) };
   }
 
+  lease(): WriteRequest {
+    const id = 1 + this.random(3);
+    const roll = this.random(100);
+    if (roll < 40) return { type: 'leaseGrant', id, ttlSeconds: 1 + this.random(100) };
+    if (roll < 65) return { type: 'leaseRevoke', id, ...(this.chance(30) ? { renewals: this.random(3) } : {}) };
+    if (roll < 85) return { type: 'leaseKeepAlive', id };
+    return { type: 'leaseCheckpoint', checkpoints: [{ id, renewals: this.random(3), remainingMs: 1 + this.random(5000) }] };
+  }
+
   write(): WriteRequest {
+    if (this.chance(12)) return this.lease();
     const roll = this.random(100);
     if (roll < 40) return this.put();
     if (roll < 58) return this.deleteRange();
@@ -147,6 +158,13 @@ async function checkAgreement(run: Run, model: MvccModel, context: string): Prom
   assert.equal(run.main.currentRevision, model.revision, `${context}: current revision`);
   assert.equal(run.main.compactRevision, model.compactRevision, `${context}: compact revision`);
   assert.equal(run.replica.currentRevision, model.revision, `${context}: replica revision`);
+  const modelLeases = [...model.leases].sort(([left], [right]) => left - right).map(([id, lease]) => ({ id, ...lease }));
+  assert.deepEqual(run.main.leases(), modelLeases, `${context}: lease table`);
+  assert.deepEqual(run.replica.leases(), modelLeases, `${context}: replica lease table`);
+  for (const { id } of modelLeases) {
+    const attached = [...model.histories.keys()].filter((key) => model.latest(key)?.lease === id).sort();
+    assert.deepEqual(run.main.leaseKeys(id).map((key) => Buffer.from(key).toString('latin1')), attached, `${context}: keys of lease ${id}`);
+  }
   const [mainHash, replicaHash] = await Promise.all([run.main.hash(), run.replica.hash()]);
   assert.equal(mainHash.hash, replicaHash.hash, `${context}: hashes of the two stores`);
 }

@@ -7,6 +7,7 @@
 
 import type {
   Compare,
+  LeaseRequest,
   RangeRequest,
   RequestOp,
   WriteRequest,
@@ -47,13 +48,21 @@ function inRange(key: string, start: string, end: string | undefined): boolean {
   return key >= start && key < end;
 }
 
+interface ModelLease {
+  ttlSeconds: number;
+  renewals: number;
+  remainingMs: number;
+}
+
 export class MvccModel {
   revision = 0;
   compactRevision = 0;
   histories = new Map<string, ModelRecord[]>();
+  leases = new Map<number, ModelLease>();
 
   clone(): MvccModel {
     const copy = new MvccModel();
+    for (const [id, lease] of this.leases) copy.leases.set(id, { ...lease });
     copy.revision = this.revision;
     copy.compactRevision = this.compactRevision;
     for (const [key, records] of this.histories) copy.histories.set(key, records.map((record) => ({ ...record })));
@@ -136,15 +145,51 @@ export class MvccModel {
     const work = this.clone();
     const context = { main: this.revision + 1, sub: 0, events: [] as Plain[] };
     try {
-      const response = work.operate(request, context);
+      const response =
+        request.type === 'leaseGrant' || request.type === 'leaseRevoke' || request.type === 'leaseKeepAlive' || request.type === 'leaseCheckpoint'
+          ? work.lease(request, context)
+          : work.operate(request, context);
       if (context.sub > 0) work.revision = context.main;
       this.revision = work.revision;
       this.histories = work.histories;
+      this.leases = work.leases;
       return { ...(stamp(response, this.revision) as object), events: context.events };
     } catch (error) {
       if (!(error instanceof ModelError)) throw error;
       return this.error(error.code, error.compactRevision);
     }
+  }
+
+  private lease(request: LeaseRequest, context: { main: number; sub: number; events: Plain[] }): Plain {
+    const plain = (type: string, id: number, ttlSeconds: number, deleted = 0): Plain => ({ type, id, ttlSeconds, deleted });
+    if (request.type === 'leaseCheckpoint') {
+      for (const checkpoint of request.checkpoints) {
+        const lease = this.leases.get(checkpoint.id);
+        if (lease !== undefined && lease.renewals === checkpoint.renewals) lease.remainingMs = checkpoint.remainingMs;
+      }
+      return plain('leaseCheckpoint', 0, 0);
+    }
+    const lease = this.leases.get(request.id);
+    if (request.type === 'leaseGrant') {
+      if (lease !== undefined) throw new ModelError('RAFTKV_LEASE_EXISTS');
+      this.leases.set(request.id, { ttlSeconds: request.ttlSeconds, renewals: 0, remainingMs: 0 });
+      return plain('leaseGrant', request.id, request.ttlSeconds);
+    }
+    if (lease === undefined) throw new ModelError('RAFTKV_LEASE_NOT_FOUND');
+    if (request.type === 'leaseKeepAlive') {
+      lease.renewals++;
+      lease.remainingMs = 0;
+      return plain('leaseKeepAlive', request.id, lease.ttlSeconds);
+    }
+    if (request.renewals !== undefined && request.renewals !== lease.renewals) throw new ModelError('RAFTKV_LEASE_RENEWED');
+    const victims = [...this.histories.keys()].filter((key) => this.latest(key)?.lease === request.id).sort();
+    for (const key of victims) {
+      const previous = this.plain(key, this.latest(key) as ModelRecord);
+      this.write(key, { main: context.main, sub: context.sub++, value: '', create: 0, version: 0, lease: 0, tombstone: true });
+      context.events.push({ type: 'delete', kv: { key, value: '', createRevision: 0, modRevision: context.main, version: 0, lease: 0 }, prevKv: previous });
+    }
+    this.leases.delete(request.id);
+    return plain('leaseRevoke', request.id, 0, victims.length);
   }
 
   private error(code: string, compactRevision?: number): Plain {
@@ -153,7 +198,7 @@ export class MvccModel {
       : { type: 'error', revision: this.revision, code, compactRevision, events: [] };
   }
 
-  private latest(key: string): ModelRecord | undefined {
+  latest(key: string): ModelRecord | undefined {
     return this.at(key, Number.MAX_SAFE_INTEGER);
   }
 
@@ -172,6 +217,9 @@ export class MvccModel {
         const key = text(operation.key);
         const live = this.latest(key);
         if ((operation.ignoreValue === true || operation.ignoreLease === true) && live === undefined) throw new ModelError('RAFTKV_KEY_NOT_FOUND');
+        if (operation.ignoreLease !== true && (operation.lease ?? 0) !== 0 && !this.leases.has(operation.lease as number)) {
+          throw new ModelError('RAFTKV_LEASE_NOT_FOUND');
+        }
         const record: ModelRecord = {
           main: context.main,
           sub: context.sub++,

@@ -6,8 +6,17 @@
 // revision. Range operations inside transactions are planned here and
 // resolved by the store once their values can be read.
 
-import { RaftKVError } from '../../raft/errors.ts';
-import { CompactedError, FutureRevisionError, KeyNotFoundError, NoSpaceError } from './errors.ts';
+import { assert, RaftKVError } from '../../raft/errors.ts';
+import {
+  CompactedError,
+  FutureRevisionError,
+  KeyNotFoundError,
+  LeaseExistsError,
+  LeaseNotFoundError,
+  LeaseRenewedError,
+  NoSpaceError,
+  TooManyLeasesError,
+} from './errors.ts';
 import type { KeyIndex, RevisionRecord } from './key-index.ts';
 import { indexBounds, indexKey } from './keys.ts';
 import type {
@@ -15,6 +24,9 @@ import type {
   DeleteRangeResponse,
   Event,
   KeyValue,
+  LeaseRecord,
+  LeaseRequest,
+  LeaseResponse,
   OpResponse,
   PutRequest,
   PutResponse,
@@ -34,9 +46,21 @@ export interface DeferredRange {
   readonly response: { kvs: readonly KeyValue[]; more: boolean };
 }
 
+/** The committed lease table a batch starts from (the store's, read-only here). */
+export interface LeaseState {
+  readonly table: ReadonlyMap<number, LeaseRecord>;
+  /** Lease id → index keys whose latest live revision is attached to it. */
+  readonly attached: ReadonlyMap<number, ReadonlySet<string>>;
+  readonly leasesMax: number;
+}
+
+const NO_LEASES: LeaseState = { table: new Map(), attached: new Map(), leasesMax: 0 };
+
 /** The state of one batch being applied; published to the index only once written. */
 export class BatchState {
   readonly layer: Layer = new Map();
+  /** Leases this batch granted, changed (a record) or removed (null). */
+  readonly leaseChanges = new Map<number, LeaseRecord | null>();
   readonly deferred: DeferredRange[] = [];
   /** Records in the order they were written (row order on disk). */
   readonly written: { readonly key: Uint8Array; readonly indexKey: string; readonly record: RevisionRecord }[] = [];
@@ -46,7 +70,24 @@ export class BatchState {
     public compactRevision: number,
     public liveBytes: number,
     readonly quotaBytes: number,
+    readonly leases: LeaseState = NO_LEASES,
   ) {}
+
+  lease(id: number): LeaseRecord | undefined {
+    const changed = this.leaseChanges.get(id);
+    if (changed !== undefined) return changed ?? undefined;
+    return this.leases.table.get(id);
+  }
+
+  leaseCount(): number {
+    let count = this.leases.table.size;
+    for (const [id, record] of this.leaseChanges) {
+      const before = this.leases.table.has(id);
+      if (before && record === null) count--;
+      else if (!before && record !== null) count++;
+    }
+    return count;
+  }
 }
 
 function liveSize(key: Uint8Array, record: RevisionRecord | undefined): number {
@@ -65,7 +106,7 @@ class RequestContext {
   readonly deferred: DeferredRange[] = [];
 
   constructor(
-    index: KeyIndex,
+    readonly index: KeyIndex,
     readonly batch: BatchState,
   ) {
     this.main = batch.revision + 1;
@@ -101,6 +142,7 @@ function put(context: RequestContext, request: PutRequest): PutResponse {
   }
   const value = request.ignoreValue === true ? (live?.value as Uint8Array) : request.value;
   const lease = request.ignoreLease === true ? (live?.lease ?? 0) : (request.lease ?? 0);
+  if (lease !== 0 && context.batch.lease(lease) === undefined) throw new LeaseNotFoundError(lease);
   const growth = request.key.length + value.length - liveSize(request.key, live);
   const liveBytesAfter = context.batch.liveBytes + context.liveBytesDelta + growth;
   if (growth > 0 && liveBytesAfter > context.batch.quotaBytes) throw new NoSpaceError(liveBytesAfter, context.batch.quotaBytes);
@@ -135,23 +177,92 @@ function deleteRange(context: RequestContext, request: DeleteRangeRequest): Dele
   });
   const prevKvs: KeyValue[] = [];
   for (const victim of victims) {
-    const tombstone: RevisionRecord = {
-      main: context.main,
-      sub: context.sub,
-      createRevision: 0,
-      version: 0,
-      lease: 0,
-      tombstone: true,
-      value: EMPTY_BYTES,
-    };
-    context.write(victim.indexKey, victim.key, tombstone);
-    context.liveBytesDelta -= liveSize(victim.key, victim.record);
-    const previous = keyValueOf(victim.key, victim.record, victim.record.value as Uint8Array);
-    const deleted: KeyValue = { key: victim.key, value: EMPTY_BYTES, createRevision: 0, modRevision: context.main, version: 0, lease: 0 };
-    context.events.push({ type: 'delete', kv: deleted, prevKv: previous });
+    const previous = deleteKey(context, victim.indexKey, victim.key, victim.record);
     if (request.prevKv === true) prevKvs.push(previous);
   }
   return { type: 'deleteRange', revision: 0, deleted: victims.length, prevKvs };
+}
+
+/** Writes a tombstone over a live key; returns the key-value it deleted. */
+function deleteKey(context: RequestContext, indexKeyOfKey: string, key: Uint8Array, record: RevisionRecord): KeyValue {
+  assert(!record.tombstone, 'only a live key is deleted');
+  const tombstone: RevisionRecord = {
+    main: context.main,
+    sub: context.sub,
+    createRevision: 0,
+    version: 0,
+    lease: 0,
+    tombstone: true,
+    value: EMPTY_BYTES,
+  };
+  context.write(indexKeyOfKey, key, tombstone);
+  context.liveBytesDelta -= liveSize(key, record);
+  const previous = keyValueOf(key, record, record.value as Uint8Array);
+  const deleted: KeyValue = { key, value: EMPTY_BYTES, createRevision: 0, modRevision: context.main, version: 0, lease: 0 };
+  context.events.push({ type: 'delete', kv: deleted, prevKv: previous });
+  return previous;
+}
+
+/**
+ * The keys attached to a lease, sorted (so every member deletes them in the
+ * same sub-revision order): the committed attachments plus any key this
+ * batch wrote, each kept only if its latest revision is live and still
+ * attached to the lease.
+ */
+function attachedKeys(context: RequestContext, id: number): { indexKey: string; key: Uint8Array; record: RevisionRecord }[] {
+  const candidates = new Map<string, Uint8Array | undefined>();
+  for (const key of context.batch.leases.attached.get(id) ?? []) candidates.set(key, undefined);
+  for (const [key, entry] of context.batch.layer) candidates.set(key, entry.key);
+  const found: { indexKey: string; key: Uint8Array; record: RevisionRecord }[] = [];
+  for (const key of [...candidates.keys()].sort()) {
+    const record = context.latest(key);
+    if (record === undefined || record.tombstone || record.lease !== id) continue;
+    const bytes = candidates.get(key) ?? context.index.history(key)?.key;
+    assert(bytes !== undefined, 'an attached key is in the index');
+    found.push({ indexKey: key, key: bytes, record });
+  }
+  return found;
+}
+
+function leaseResponse(type: LeaseResponse['type'], id: number, ttlSeconds: number, deleted = 0): LeaseResponse {
+  return { type, revision: 0, id, ttlSeconds, deleted };
+}
+
+/** Applies a lease request; lease changes join the batch only if it succeeds (see applyRequest). */
+function applyLease(context: RequestContext, request: LeaseRequest, changes: Map<number, LeaseRecord | null>): LeaseResponse {
+  const batch = context.batch;
+  switch (request.type) {
+    case 'leaseGrant': {
+      if (batch.lease(request.id) !== undefined) throw new LeaseExistsError(request.id);
+      if (batch.leaseCount() >= batch.leases.leasesMax) throw new TooManyLeasesError(batch.leases.leasesMax);
+      changes.set(request.id, { id: request.id, ttlSeconds: request.ttlSeconds, renewals: 0, remainingMs: 0 });
+      return leaseResponse('leaseGrant', request.id, request.ttlSeconds);
+    }
+    case 'leaseRevoke': {
+      const lease = batch.lease(request.id);
+      if (lease === undefined) throw new LeaseNotFoundError(request.id);
+      if (request.renewals !== undefined && request.renewals !== lease.renewals) throw new LeaseRenewedError(request.id);
+      const victims = attachedKeys(context, request.id);
+      for (const victim of victims) deleteKey(context, victim.indexKey, victim.key, victim.record);
+      changes.set(request.id, null);
+      return leaseResponse('leaseRevoke', request.id, 0, victims.length);
+    }
+    case 'leaseKeepAlive': {
+      const lease = batch.lease(request.id);
+      if (lease === undefined) throw new LeaseNotFoundError(request.id);
+      changes.set(request.id, { ...lease, renewals: lease.renewals + 1, remainingMs: 0 });
+      return leaseResponse('leaseKeepAlive', request.id, lease.ttlSeconds);
+    }
+    case 'leaseCheckpoint': {
+      for (const checkpoint of request.checkpoints) {
+        const lease = changes.get(checkpoint.id) ?? batch.lease(checkpoint.id);
+        // A lease gone or renewed since the leader measured it keeps what it has.
+        if (lease === undefined || lease === null || lease.renewals !== checkpoint.renewals) continue;
+        changes.set(checkpoint.id, { ...lease, remainingMs: checkpoint.remainingMs });
+      }
+      return leaseResponse('leaseCheckpoint', 0, 0);
+    }
+  }
 }
 
 function range(context: RequestContext, request: RequestOp & { type: 'range' }): RangeOpResponse {
@@ -202,7 +313,8 @@ function stampRevision(response: OpResponse, revision: number): OpResponse {
  */
 export function applyRequest(index: KeyIndex, batch: BatchState, request: WriteRequest): WriteResponse {
   const context = new RequestContext(index, batch);
-  let response: OpResponse | { type: 'compact'; revision: number };
+  let response: OpResponse | LeaseResponse;
+  const leaseChanges = new Map<number, LeaseRecord | null>();
   try {
     if (request.type === 'compact') {
       if (request.revision <= batch.compactRevision) throw new CompactedError(request.revision, batch.compactRevision);
@@ -210,7 +322,11 @@ export function applyRequest(index: KeyIndex, batch: BatchState, request: WriteR
       batch.compactRevision = request.revision;
       return { type: 'compact', revision: batch.revision, events: [] };
     }
-    response = operate(context, request);
+    if (request.type === 'leaseGrant' || request.type === 'leaseRevoke' || request.type === 'leaseKeepAlive' || request.type === 'leaseCheckpoint') {
+      response = applyLease(context, request, leaseChanges);
+    } else {
+      response = operate(context, request);
+    }
   } catch (error) {
     if (!(error instanceof RaftKVError)) throw error;
     const compactRevision = error instanceof CompactedError ? { compactRevision: error.compactRevision } : {};
@@ -231,6 +347,8 @@ export function applyRequest(index: KeyIndex, batch: BatchState, request: WriteR
       }
     }
   }
+  for (const [id, record] of leaseChanges) batch.leaseChanges.set(id, record);
   batch.deferred.push(...context.deferred);
-  return { ...(stampRevision(response, batch.revision) as Exclude<OpResponse, RangeOpResponse>), events: context.events };
+  if (response.type.startsWith('lease')) return { ...(response as LeaseResponse), revision: batch.revision, events: context.events };
+  return { ...(stampRevision(response as OpResponse, batch.revision) as Exclude<OpResponse, RangeOpResponse>), events: context.events };
 }

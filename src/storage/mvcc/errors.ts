@@ -51,3 +51,31 @@ export class NoSpaceError extends RaftKVError {
     super('RAFTKV_NO_SPACE', `the store's live data would reach ${liveBytes} bytes (quota ${quotaBytes})`);
   }
 }
+
+/** A request named a lease that does not exist (never granted, revoked or expired). */
+export class LeaseNotFoundError extends RaftKVError {
+  constructor(id: number) {
+    super('RAFTKV_LEASE_NOT_FOUND', `lease not found: ${id} (0x${id.toString(16)})`);
+  }
+}
+
+/** A grant named a lease id that is already in use. */
+export class LeaseExistsError extends RaftKVError {
+  constructor(id: number) {
+    super('RAFTKV_LEASE_EXISTS', `lease ${id} (0x${id.toString(16)}) already exists`);
+  }
+}
+
+/** The store holds as many leases as it accepts. */
+export class TooManyLeasesError extends RaftKVError {
+  constructor(limit: number) {
+    super('RAFTKV_TOO_MANY_LEASES', `the store already holds ${limit} leases (the limit)`);
+  }
+}
+
+/** An expiry decided before the lease's latest renewal was refused. */
+export class LeaseRenewedError extends RaftKVError {
+  constructor(id: number) {
+    super('RAFTKV_LEASE_RENEWED', `lease ${id} was renewed after its expiry was decided`);
+  }
+}

@@ -310,7 +310,7 @@ export class MvccStore {
     toRevision: number,
     rowsMax: number,
     options: ReadEventsOptions = {},
-  ): Promise<{ events: Event[]; nextRevision: number }> {
+  ): Promise<{ events: Event[]; nextRevision: number; wideRange?: boolean }> {
     if (!Number.isSafeInteger(fromRevision) || fromRevision < 1 || !Number.isSafeInteger(toRevision) || !Number.isSafeInteger(rowsMax) || rowsMax < 1) {
       throw new InvalidArgumentError('readEvents needs a positive from revision, an integer to revision and a positive row limit');
     }
@@ -322,6 +322,9 @@ export class MvccStore {
     if (options.key !== undefined) {
       const fromIndex = this.readKeyEvents(indexBounds(options.key, options.rangeEnd), fromRevision, last, rowsMax, withPrevious, options.keysMax ?? rowsMax * 4);
       if (fromIndex !== null) return this.track(fromIndex);
+      // Too many keys for the index path: say so, so the caller stops offering this range.
+      const scanned = await this.track(this.readEventRows(fromRevision, last, rowsMax, withPrevious));
+      return { ...scanned, wideRange: true };
     }
     return this.track(this.readEventRows(fromRevision, last, rowsMax, withPrevious));
   }

@@ -97,7 +97,49 @@ export interface CompactRequest {
   readonly revision: number;
 }
 
-export type WriteRequest = PutRequest | DeleteRangeRequest | TxnRequest | CompactRequest;
+/** Creates a lease (no revision). The id is chosen by the proposer so that every member applies the same one. */
+export interface LeaseGrantRequest {
+  readonly type: 'leaseGrant';
+  readonly id: number;
+  readonly ttlSeconds: number;
+}
+
+/**
+ * Deletes a lease and every key attached to it, at one revision. With
+ * `renewals`, only if the lease was renewed exactly that many times (an
+ * expiry decided on stale information is refused: RAFTKV_LEASE_RENEWED).
+ */
+export interface LeaseRevokeRequest {
+  readonly type: 'leaseRevoke';
+  readonly id: number;
+  readonly renewals?: number;
+}
+
+/** Renews a lease: counts the renewal and clears its checkpointed remaining time. */
+export interface LeaseKeepAliveRequest {
+  readonly type: 'leaseKeepAlive';
+  readonly id: number;
+}
+
+/** The remaining time of leases, as the leader measured it, for a future leader to resume from. */
+export interface LeaseCheckpointRequest {
+  readonly type: 'leaseCheckpoint';
+  readonly checkpoints: readonly { readonly id: number; readonly renewals: number; readonly remainingMs: number }[];
+}
+
+export type LeaseRequest = LeaseGrantRequest | LeaseRevokeRequest | LeaseKeepAliveRequest | LeaseCheckpointRequest;
+
+export type WriteRequest = PutRequest | DeleteRangeRequest | TxnRequest | CompactRequest | LeaseRequest;
+
+/** A lease as replicated state (its wall-clock deadline is not: only the leader keeps one). */
+export interface LeaseRecord {
+  readonly id: number;
+  readonly ttlSeconds: number;
+  /** Renewals applied so far. */
+  readonly renewals: number;
+  /** Remaining time at the last checkpoint since the last renewal (0: none, the full TTL). */
+  readonly remainingMs: number;
+}
 
 export interface Event {
   readonly type: 'put' | 'delete';
@@ -147,7 +189,18 @@ export interface ErrorResponse {
   readonly compactRevision?: number;
 }
 
-export type WriteResponse = (PutResponse | DeleteRangeResponse | TxnResponse | CompactResponse | ErrorResponse) & {
+export interface LeaseResponse {
+  readonly type: 'leaseGrant' | 'leaseRevoke' | 'leaseKeepAlive' | 'leaseCheckpoint';
+  readonly revision: number;
+  /** The lease (0 for a checkpoint). */
+  readonly id: number;
+  /** Its TTL (0 for a revoke or a checkpoint). */
+  readonly ttlSeconds: number;
+  /** Keys a revoke deleted. */
+  readonly deleted: number;
+}
+
+export type WriteResponse = (PutResponse | DeleteRangeResponse | TxnResponse | CompactResponse | LeaseResponse | ErrorResponse) & {
   /** What the request changed, in order (empty if it changed nothing). */
   readonly events: readonly Event[];
 };

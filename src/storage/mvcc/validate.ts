@@ -21,6 +21,17 @@ export const DEFAULT_REQUEST_LIMITS: RequestLimits = {
   txnOperationsMax: 128,
 };
 
+/** etcd's MaxLeaseTTL. */
+export const LEASE_TTL_SECONDS_MAX = 9_000_000_000;
+/** Leases one checkpoint request carries at most. */
+export const LEASE_CHECKPOINTS_MAX = 1_000;
+
+/** Checks a lease id: a positive safe integer. */
+export function leaseId(id: unknown, name = 'lease id'): number {
+  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) throw new InvalidArgumentError(`${name} must be a positive safe integer`);
+  return id;
+}
+
 const SORT_ORDERS = new Set(['none', 'ascend', 'descend']);
 const SORT_TARGETS = new Set(['key', 'version', 'create', 'mod', 'value']);
 const COMPARE_TARGETS = new Set(['value', 'version', 'create', 'mod', 'lease']);
@@ -133,8 +144,34 @@ function validateWrite(request: WriteRequest, limits: RequestLimits, depth: numb
         throw new InvalidArgumentError('compact revision must be a positive safe integer');
       }
       return OPERATION_OVERHEAD_BYTES;
+    case 'leaseGrant':
+      leaseId(request.id);
+      if (!Number.isSafeInteger(request.ttlSeconds) || request.ttlSeconds < 1 || request.ttlSeconds > LEASE_TTL_SECONDS_MAX) {
+        throw new InvalidArgumentError(`a lease TTL is a whole number of seconds from 1 to ${LEASE_TTL_SECONDS_MAX}`);
+      }
+      return OPERATION_OVERHEAD_BYTES;
+    case 'leaseRevoke':
+      leaseId(request.id);
+      if (request.renewals !== undefined && (!Number.isSafeInteger(request.renewals) || request.renewals < 0)) {
+        throw new InvalidArgumentError('renewals must be a non-negative safe integer');
+      }
+      return OPERATION_OVERHEAD_BYTES;
+    case 'leaseKeepAlive':
+      leaseId(request.id);
+      return OPERATION_OVERHEAD_BYTES;
+    case 'leaseCheckpoint':
+      if (!Array.isArray(request.checkpoints) || request.checkpoints.length > LEASE_CHECKPOINTS_MAX) {
+        throw new InvalidArgumentError(`a checkpoint request carries an array of at most ${LEASE_CHECKPOINTS_MAX} checkpoints`);
+      }
+      for (const checkpoint of request.checkpoints) {
+        leaseId(checkpoint.id);
+        if (!Number.isSafeInteger(checkpoint.renewals) || checkpoint.renewals < 0 || !Number.isSafeInteger(checkpoint.remainingMs) || checkpoint.remainingMs < 1) {
+          throw new InvalidArgumentError('a checkpoint needs non-negative integer renewals and a positive integer remainingMs');
+        }
+      }
+      return OPERATION_OVERHEAD_BYTES * (1 + request.checkpoints.length);
     default:
-      throw new InvalidArgumentError('a write request must be a put, deleteRange, txn or compact');
+      throw new InvalidArgumentError('a write request must be a put, deleteRange, txn, compact or lease request');
   }
 }
 
