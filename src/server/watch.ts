@@ -57,7 +57,7 @@ export interface EventSource {
       readonly key?: Uint8Array;
       readonly rangeEnd?: Uint8Array;
     },
-  ): Promise<{ events: Event[]; nextRevision: number }>;
+  ): Promise<{ events: Event[]; nextRevision: number; wideRange?: boolean }>;
 }
 
 export interface WatchHubOptions {
@@ -372,10 +372,12 @@ export class WatchHub {
     const compactRevision = this.source.compactRevision;
     if (watch.nextRevision < compactRevision) throw new CompactedError(watch.nextRevision, compactRevision);
     if (watch.nextRevision >= this.recentStart) return this.readRecent(watch.nextRevision, to);
-    const { events, nextRevision } = await this.source.readEvents(watch.nextRevision, to, this.catchUpRows, {
+    const { events, nextRevision, wideRange } = await this.source.readEvents(watch.nextRevision, to, this.catchUpRows, {
       prevKv: watch.options.prevKv,
-      ...watch.bounds,
+      // A range the source found too wide to look up key by key is scanned from then on.
+      ...(watch.wideRange ? {} : watch.bounds),
     });
+    if (wideRange === true) watch.wideRange = true;
     return { changes: events.map((event) => ({ event, key: indexKey(event.kv.key), forms: null })), nextRevision, revision: to };
   }
 
@@ -473,6 +475,7 @@ interface WatchFlags {
  */
 export class Watch implements AsyncIterableIterator<WatchResponse> {
   /** @internal */ synced = false;
+  /** @internal The store said this range has too many keys for index lookups. */ wideRange = false;
   /** @internal First revision not yet delivered (nor filtered out). */ nextRevision = 1;
   private buffer: Event[] = [];
   /** Revision the buffered events cover up to (for a watcher no longer fed live). */

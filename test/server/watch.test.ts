@@ -482,3 +482,20 @@ test('watchersMax bounds the watchers of a member', async () => {
 test('the key index form used by the hub matches raw bytes beyond ASCII', () => {
   assert.equal(indexKey(new Uint8Array([0xc3, 0xff])), '\u00c3\u00ff');
 });
+
+test('history for a range with more keys than keysMax comes from the row scan, and says so', async () => {
+  const bench = await Bench.open({});
+  try {
+    for (const key of ['p/a', 'p/b', 'p/c', 'q']) await bench.apply({ type: 'put', key: bytes(key), value: bytes(key) });
+    const bounds = { key: bytes('p/'), rangeEnd: prefixEnd(bytes('p/')) };
+    const narrow = await bench.store.readEvents(1, 4, 100, { ...bounds, keysMax: 3 });
+    const wide = await bench.store.readEvents(1, 4, 100, { ...bounds, keysMax: 2 });
+    assert.equal(narrow.wideRange, undefined);
+    assert.deepEqual(narrow.events.map(describe), ['put p/a@1.1=p/a', 'put p/b@2.1=p/b', 'put p/c@3.1=p/c']);
+    assert.equal(wide.wideRange, true);
+    // The scan returns every key's events; the watcher filters them.
+    assert.deepEqual(wide.events.map(describe), ['put p/a@1.1=p/a', 'put p/b@2.1=p/b', 'put p/c@3.1=p/c', 'put q@4.1=q']);
+  } finally {
+    await bench.close();
+  }
+});
