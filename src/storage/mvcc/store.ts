@@ -25,10 +25,10 @@ import { StorageFailedError } from '../log/classic.ts';
 import { applyRequest, BatchState } from './apply.ts';
 import { CompactedError, FutureRevisionError } from './errors.ts';
 import { KeyIndex, positionAt, unreachableCount } from './key-index.ts';
-import type { RevisionRecord } from './key-index.ts';
+import type { KeyHistory, RevisionRecord } from './key-index.ts';
 import { indexBounds, indexKey, revisionOfRowKey, ROW_KEY_BYTES, ROW_PREFIX, rowKey } from './keys.ts';
 import type { IndexBounds } from './keys.ts';
-import type { Event, KeyValue, RangeRequest, RangeResponse, WriteRequest, WriteResponse } from './types.ts';
+import type { Event, KeyValue, LeaseRecord, RangeRequest, RangeResponse, WriteRequest, WriteResponse } from './types.ts';
 import { validateRangeRequest } from './validate.ts';
 import { EMPTY_BYTES, finishPlan, IndexView, keyValueOf, planRange } from './view.ts';
 import type { RangePlan } from './view.ts';
@@ -50,6 +50,8 @@ export interface MvccOptions {
   readonly compactionKeysPerStep?: number;
   /** Target size of one snapshot chunk. Default 1 MiB. */
   readonly snapshotChunkBytes?: number;
+  /** Leases that may exist at once (RAFTKV_TOO_MANY_LEASES beyond). Default 10,000. */
+  readonly leasesMax?: number;
 }
 
 export interface MvccStatus {
@@ -103,6 +105,37 @@ function decodeMeta(bytes: Uint8Array): Meta {
 
 const ROWS_LOW = rowKey(0, 0);
 const ROWS_HIGH = Uint8Array.of(ROW_PREFIX + 1);
+
+// Lease rows: 'n' + the id as 8 big-endian bytes → [ttlSeconds, renewals, remainingMs].
+// They sort between the meta row and the revision rows, so snapshots carry them.
+const LEASE_PREFIX = 0x6e; // 'n'
+const LEASE_KEY_BYTES = 9;
+const LEASES_LOW = Uint8Array.of(LEASE_PREFIX);
+const LEASES_HIGH = Uint8Array.of(LEASE_PREFIX + 1);
+
+function leaseKey(id: number): Uint8Array {
+  assert(Number.isSafeInteger(id) && id > 0, 'a lease id is a positive safe integer');
+  const bytes = new Uint8Array(LEASE_KEY_BYTES);
+  const view = new DataView(bytes.buffer);
+  bytes[0] = LEASE_PREFIX;
+  view.setUint32(1, Math.floor(id / 2 ** 32));
+  view.setUint32(5, id >>> 0);
+  return bytes;
+}
+
+function encodeLease(lease: LeaseRecord): Uint8Array {
+  return packr.pack([lease.ttlSeconds, lease.renewals, lease.remainingMs]);
+}
+
+function decodeLease(keyBytes: Uint8Array, bytes: Uint8Array): LeaseRecord {
+  assert(keyBytes.length === LEASE_KEY_BYTES && keyBytes[0] === LEASE_PREFIX, 'a lease row key is malformed');
+  const view = new DataView(keyBytes.buffer, keyBytes.byteOffset, keyBytes.byteLength);
+  const id = view.getUint32(1) * 2 ** 32 + view.getUint32(5);
+  const fields: unknown = packr.unpack(bytes);
+  assert(Array.isArray(fields) && fields.length === 3 && fields.every((field) => Number.isSafeInteger(field)), `lease row ${id} is malformed`);
+  const [ttlSeconds, renewals, remainingMs] = fields as [number, number, number];
+  return { id, ttlSeconds, renewals, remainingMs };
+}
 
 async function writeFileSynced(path: string, contents: string): Promise<void> {
   const handle = await openFile(path, 'w');
@@ -159,6 +192,11 @@ export class MvccStore {
   private readonly compactionKeysPerStep: number;
   private readonly snapshotChunkBytes: number;
   private readonly committedView: IndexView;
+  private readonly leasesMax: number;
+  /** The committed lease table. */
+  private readonly leaseTable = new Map<number, LeaseRecord>();
+  /** Lease id → index keys whose latest live revision is attached to it. */
+  private readonly attached = new Map<number, Set<string>>();
 
   private constructor(
     private readonly directory: string,
@@ -169,7 +207,9 @@ export class MvccStore {
     this.quotaBytes = options.quotaBytes ?? 2 * 1024 ** 3;
     this.compactionKeysPerStep = options.compactionKeysPerStep ?? 10_000;
     this.snapshotChunkBytes = options.snapshotChunkBytes ?? 1024 * 1024;
+    this.leasesMax = options.leasesMax ?? 10_000;
     for (const [name, value] of Object.entries({
+      leasesMax: this.leasesMax,
       quotaBytes: this.quotaBytes,
       compactionKeysPerStep: this.compactionKeysPerStep,
       snapshotChunkBytes: this.snapshotChunkBytes,
@@ -215,6 +255,25 @@ export class MvccStore {
     return this.meta.compactRevision;
   }
 
+  lease(id: number): LeaseRecord | undefined {
+    return this.leaseTable.get(id);
+  }
+
+  /** Every lease, by id. */
+  leases(): LeaseRecord[] {
+    return [...this.leaseTable.values()].sort((left, right) => left.id - right.id);
+  }
+
+  get leaseCount(): number {
+    return this.leaseTable.size;
+  }
+
+  /** The keys attached to a lease, in key order. */
+  leaseKeys(id: number): Uint8Array[] {
+    const keys = [...(this.attached.get(id) ?? [])].sort();
+    return keys.map((key) => (this.index.history(key) as KeyHistory).key);
+  }
+
   status(): MvccStatus {
     return { ...this.meta, keyCount: this.index.keyCount, liveBytes: this.liveBytes };
   }
@@ -252,7 +311,11 @@ export class MvccStore {
   }
 
   private async applyExclusive(items: readonly ApplyItem[]): Promise<(WriteResponse | undefined)[]> {
-    const batch = new BatchState(this.meta.currentRevision, this.meta.compactRevision, this.liveBytes, this.quotaBytes);
+    const batch = new BatchState(this.meta.currentRevision, this.meta.compactRevision, this.liveBytes, this.quotaBytes, {
+      table: this.leaseTable,
+      attached: this.attached,
+      leasesMax: this.leasesMax,
+    });
     const responses: (WriteResponse | undefined)[] = [];
     let appliedIndex = this.meta.appliedIndex;
     let previousIndex = 0;
@@ -273,8 +336,10 @@ export class MvccStore {
       key: rowKey(record.main, record.sub),
       value: encodeRow(key, record),
     }));
-    operations.push({ type: 'put', key: META_KEY, value: encodeMeta(meta) });
-    await this.write(operations, false);
+    const leaseOperations = [...batch.leaseChanges].map(([id, record]) =>
+      record === null ? { type: 'del' as const, key: leaseKey(id) } : { type: 'put' as const, key: leaseKey(id), value: encodeLease(record) },
+    );
+    await this.write([...operations, ...leaseOperations, { type: 'put', key: META_KEY, value: encodeMeta(meta) }], false);
     this.publish(batch, meta);
     if (batch.deferred.length > 0) {
       await this.track(
@@ -291,7 +356,21 @@ export class MvccStore {
   }
 
   private publish(batch: BatchState, meta: Meta): void {
-    for (const { key, indexKey: keyInIndex, record } of batch.written) this.index.append(keyInIndex, key, record);
+    for (const { key, indexKey: keyInIndex, record } of batch.written) {
+      const history = this.index.history(keyInIndex);
+      const previous = history === undefined ? undefined : history.revisions[history.revisions.length - 1];
+      if (previous !== undefined && !previous.tombstone && previous.lease !== 0) this.detach(previous.lease, keyInIndex);
+      this.index.append(keyInIndex, key, record);
+      if (!record.tombstone && record.lease !== 0) this.attach(record.lease, keyInIndex);
+    }
+    for (const [id, record] of batch.leaseChanges) {
+      if (record === null) {
+        assert(this.attached.get(id) === undefined, `revoked lease ${id} has no attached keys left`);
+        this.leaseTable.delete(id);
+      } else {
+        this.leaseTable.set(id, record);
+      }
+    }
     const compacted = meta.compactRevision > this.meta.compactRevision;
     this.meta = meta;
     this.liveBytes = batch.liveBytes;
@@ -444,6 +523,22 @@ export class MvccStore {
     return { events, nextRevision };
   }
 
+  private attach(id: number, keyInIndex: string): void {
+    let keys = this.attached.get(id);
+    if (keys === undefined) {
+      keys = new Set();
+      this.attached.set(id, keys);
+    }
+    keys.add(keyInIndex);
+  }
+
+  private detach(id: number, keyInIndex: string): void {
+    const keys = this.attached.get(id);
+    if (keys === undefined) return;
+    keys.delete(keyInIndex);
+    if (keys.size === 0) this.attached.delete(id);
+  }
+
   /** The live revision of a key just before (main, sub), if the index still holds it. */
   private recordBefore(key: Uint8Array, main: number, sub: number): RevisionRecord | undefined {
     const history = this.index.history(indexKey(key));
@@ -497,6 +592,10 @@ export class MvccStore {
       digest.update(Uint8Array.of(record.tombstone ? 1 : 0));
       digest.update(lengthPrefixed(key));
       digest.update(lengthPrefixed(record.value ?? EMPTY_BYTES));
+    }
+    for (const lease of this.leases()) {
+      digest.update(leaseKey(lease.id));
+      digest.update(encodeLease(lease));
     }
     return digest.digest('hex');
   }
@@ -611,10 +710,17 @@ export class MvccStore {
     // The revision never goes backwards, even if compaction removed the last rows (etcd #17780).
     meta.currentRevision = Math.max(meta.currentRevision, lastRevision, meta.compactRevision);
     this.meta = meta;
+    this.leaseTable.clear();
+    this.attached.clear();
+    for await (const [keyBytes, valueBytes] of this.db.iterator({ gte: LEASES_LOW, lt: LEASES_HIGH })) {
+      const lease = decodeLease(keyBytes, valueBytes);
+      this.leaseTable.set(lease.id, lease);
+    }
     this.liveBytes = 0;
-    this.index.forEachInBounds({ start: '', end: undefined, single: false }, (_, history) => {
+    this.index.forEachInBounds({ start: '', end: undefined, single: false }, (keyInIndex, history) => {
       const latest = history.revisions[history.revisions.length - 1] as RevisionRecord;
       if (!latest.tombstone) this.liveBytes += history.key.length + (latest.value as Uint8Array).length;
+      if (!latest.tombstone && latest.lease !== 0) this.attach(latest.lease, keyInIndex);
       return true;
     });
     this.prunedRevision = 0;
