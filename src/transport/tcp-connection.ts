@@ -144,10 +144,17 @@ export class FramedConnection {
 /**
  * Connects to member `peer` at `address` for `purpose` and resolves once it
  * accepted the hello; `handlers` take over the connection from then on.
- * Rejects with UnreachableError (refused, timed out, unreachable, or a TLS
- * certificate that does not name the member).
+ * Rejects with UnreachableError (refused, timed out, unreachable, a TLS
+ * certificate that does not name the member, or `signal` aborted).
  */
-export function dial(context: TcpContext, peer: NodeId, address: Address, purpose: Purpose, handlers: ConnectionHandlers): Promise<FramedConnection> {
+export function dial(
+  context: TcpContext,
+  peer: NodeId,
+  address: Address,
+  purpose: Purpose,
+  handlers: ConnectionHandlers,
+  signal?: AbortSignal,
+): Promise<FramedConnection> {
   const where = formatAddress(address);
   return new Promise((resolve, reject) => {
     const socket = context.tls === undefined ? netConnect({ host: address.host, port: address.port }) : tlsDial(context.tls, peer, address);
@@ -156,6 +163,9 @@ export function dial(context: TcpContext, peer: NodeId, address: Address, purpos
     const connection = new FramedConnection(socket, context, `to member ${peer} at ${where}`);
     let settled = false;
     const timer = setTimeout(() => connection.close(`no answer within ${context.connectTimeoutMs} ms`), context.connectTimeoutMs);
+    const onAbort = (): void => connection.close('the attempt was abandoned');
+    if (signal?.aborted === true) queueMicrotask(onAbort);
+    else signal?.addEventListener('abort', onAbort, { once: true });
     connection.setHandlers({
       onFrame: (frame) => {
         if (frame.kind === FrameKind.Refused) {
@@ -165,11 +175,13 @@ export function dial(context: TcpContext, peer: NodeId, address: Address, purpos
         if (frame.kind !== FrameKind.HelloOk) throw new MalformedFrameError(`expected the answer to a hello, got frame kind ${frame.kind}`);
         settled = true;
         clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
         connection.setHandlers(handlers);
         resolve(connection);
       },
       onClose: (reason) => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
         if (!settled) reject(new UnreachableError(`cannot reach member ${peer} at ${where}: ${reason}`));
         settled = true;
       },

@@ -58,6 +58,8 @@ export class PeerLink {
   private delayMs = 0;
   /** Bumped whenever the current connection attempt must be forgotten. */
   private generation = 0;
+  /** Abandons the dial in progress, if any. */
+  private dialing: AbortController | null = null;
   private readonly counters = { sentMessages: 0, droppedMessages: 0, connects: 0, connectFailures: 0 };
 
   constructor(
@@ -139,6 +141,8 @@ export class PeerLink {
     this.retryTimer = undefined;
     this.stallTimer = undefined;
     this.blocked = false;
+    this.dialing?.abort();
+    this.dialing = null;
     const connection = this.connection;
     this.connection = null;
     connection?.close(reason);
@@ -203,8 +207,11 @@ export class PeerLink {
         if (generation === this.generation) this.lost(reason);
       },
     };
-    dial(this.context, this.id, this.addressOf, Purpose.Messages, handlers).then(
+    const dialing = new AbortController();
+    this.dialing = dialing;
+    dial(this.context, this.id, this.addressOf, Purpose.Messages, handlers, dialing.signal).then(
       (connection) => {
+        if (this.dialing === dialing) this.dialing = null;
         if (generation !== this.generation || this.state === 'closed') {
           connection.close('superseded');
           return;

@@ -86,6 +86,7 @@ export async function sendSnapshotStream(
   message: Message,
   chunks: AsyncIterable<Uint8Array>,
   register: (connection: FramedConnection) => () => void,
+  signal?: AbortSignal,
 ): Promise<void> {
   const state: OutgoingState = { credit: context.snapshotWindowChunks, answer: undefined, broken: null, wake: null };
   const connection = await dial(context, to, address, Purpose.Snapshot, {
@@ -94,7 +95,7 @@ export async function sendSnapshotStream(
       state.broken ??= reason;
       wake(state);
     },
-  });
+  }, signal);
   const unregister = register(connection);
   const settled = (): boolean => state.answer !== undefined || state.broken !== null;
   const waitForPeer = async (what: string): Promise<void> => {

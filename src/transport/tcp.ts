@@ -151,6 +151,10 @@ export class TcpTransport implements TransportPort {
   private readonly inboundSnapshots = new Map<NodeId, Set<FramedConnection>>();
   private readonly outgoingSnapshots = new Map<FramedConnection, NodeId>();
   private flushScheduled = false;
+  /** Every socket the listener accepted, TLS handshake finished or not (closed at close()). */
+  private readonly sockets = new Set<Socket>();
+  /** Aborts snapshot dials in progress at close(). */
+  private readonly closed = new AbortController();
   private readonly counters = { droppedUnknownPeer: 0, droppedNotRunning: 0, connectionsRefused: 0 };
 
   private constructor(
@@ -175,6 +179,7 @@ export class TcpTransport implements TransportPort {
     await bind(server, listen);
     const bound = server.address() as AddressInfo;
     const transport = new TcpTransport(context, limits, server, { host: listen.host, port: bound.port });
+    server.on('connection', (socket: Socket) => transport.track(socket));
     server.on(context.tls === undefined ? 'connection' : 'secureConnection', (socket: Socket) => transport.accept(socket));
     server.on('tlsClientError', (error: Error, socket: TLSSocket) => {
       transport.counters.connectionsRefused++;
@@ -228,11 +233,12 @@ export class TcpTransport implements TransportPort {
     if (this.closing !== null) throw new NodeStoppedError('the transport is closed');
     const link = this.links.get(message.to);
     if (link === undefined) throw new UnreachableError(`member ${message.to} is not a peer of member ${this.id}`);
-    await sendSnapshotStream(this.context, message.to, link.address, message, chunks, (connection) => {
+    const register = (connection: FramedConnection): (() => void) => {
       if (this.closing !== null || this.links.get(message.to) !== link) connection.close('the peer is gone');
       this.outgoingSnapshots.set(connection, message.to);
       return () => this.outgoingSnapshots.delete(connection);
-    });
+    };
+    await sendSnapshotStream(this.context, message.to, link.address, message, chunks, register, this.closed.signal);
   }
 
   addPeer(id: NodeId, address: string): void {
@@ -284,6 +290,8 @@ export class TcpTransport implements TransportPort {
     for (const link of this.links.values()) link.close('the transport closed');
     for (const connection of this.inbound) connection.close('the transport closed');
     for (const connection of this.outgoingSnapshots.keys()) connection.close('the transport closed');
+    this.closed.abort();
+    for (const socket of this.sockets) socket.destroy();
     await closed;
     log('member %d: transport closed', this.id);
   }
@@ -299,6 +307,16 @@ export class TcpTransport implements TransportPort {
   }
 
   // ---- Accepting ----
+
+  /** Remembers a raw accepted socket until it closes (a TLS handshake may still be under way). */
+  private track(socket: Socket): void {
+    if (this.closing !== null) {
+      socket.destroy();
+      return;
+    }
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+  }
 
   private accept(socket: Socket): void {
     if (this.closing !== null) {

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { transportSuite } from '../../src/testing.ts';
 import { MessageType } from '../../src/raft/types.ts';
@@ -170,4 +171,18 @@ test('a server whose certificate names another member is never talked to', async
 test('a transport whose own certificate does not name it refuses to start', async () => {
   await assert.rejects(TcpTransport.listen({ id: 2, listen: '127.0.0.1:0', tls: tlsOf(1) }), { code: 'RAFTKV_INVALID_ARGUMENT' });
   await assert.rejects(TcpTransport.listen({ id: 2, listen: '127.0.0.1:0', tls: { ca: ca.cert, cert: 'not a certificate', key: 'x' } }), { code: 'RAFTKV_INVALID_ARGUMENT' });
+});
+
+test('close() also closes a connection whose TLS handshake has not finished', async () => {
+  const transport = await TcpTransport.listen({ id: 1, listen: '127.0.0.1:0', tls: tlsOf(1), connectTimeoutMs: 60_000 });
+  cleanups.push(() => transport.close());
+  const raw = netConnect({ host: '127.0.0.1', port: Number(transport.address.split(':').pop()) });
+  raw.on('error', () => {});
+  raw.resume();
+  cleanups.push(() => raw.destroy());
+  await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
+  const rawClosed = new Promise<void>((resolve) => raw.once('close', () => resolve()));
+  const closing = transport.close();
+  const done = await Promise.race([Promise.all([closing, rawClosed]).then(() => true), sleep(5_000).then(() => false)]);
+  assert.ok(done, 'close() did not wait for the handshake timeout');
 });

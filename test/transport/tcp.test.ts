@@ -320,3 +320,25 @@ test('options and arguments are validated with typed errors', async () => {
   await assert.rejects(one.transport.sendSnapshot(message(1, 2, 1), (async function* () {})()), invalid, 'a snapshot needs a Snap message');
   await one.transport.close();
 });
+
+test('close() abandons a dial still waiting for its answer', async () => {
+  const accepted: Socket[] = [];
+  const silent = createServer((socket) => {
+    accepted.push(socket);
+    socket.on('error', () => {});
+    socket.resume(); // read (and drop) what arrives, so the end of the stream is seen
+  });
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', () => resolve()));
+  cleanups.push(() => {
+    for (const socket of accepted) socket.destroy();
+    return new Promise((resolve) => silent.close(resolve));
+  });
+  const port = (silent.address() as { port: number }).port;
+  const one = await node(1, { peers: { 2: `127.0.0.1:${port}` }, connectTimeoutMs: 60_000 });
+  one.transport.send([message(1, 2, 1)]);
+  await until('the dial to reach the silent peer', () => accepted.length === 1);
+  const socketClosed = new Promise<void>((resolve) => accepted[0]!.once('close', () => resolve()));
+  await one.transport.close();
+  const closed = await Promise.race([socketClosed.then(() => true), sleep(5_000).then(() => false)]);
+  assert.ok(closed, 'the half-open dial was closed with the transport');
+});
