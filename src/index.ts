@@ -45,6 +45,8 @@ export type { TransportPort, StateMachinePort } from './server/ports.ts';
 export type { Transport, TransportHandlers } from './server/ports.ts';
 export { HttpGateway } from './server/http-gateway.ts';
 export type { HttpGatewayOptions, GatewayStore } from './server/http-gateway.ts';
+export { GrpcGateway } from './server/grpc-gateway.ts';
+export type { GrpcGatewayOptions, GrpcStore, GrpcMemberInfo } from './server/grpc-gateway.ts';
 export type {
   KeyValue,
   RangeResponse,

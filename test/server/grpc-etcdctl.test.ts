@@ -1,0 +1,162 @@
+// Real etcdctl (v3 API) against raftkv's gRPC gateway and against a real
+// etcd, the same command sequence on both: every output must be the same
+// once what legitimately differs is masked — endpoints, member and cluster
+// ids, raft terms and indexes, database sizes, versions and hash values.
+// Revisions are NOT masked: etcd's store starts at revision 1 and raftkv's
+// at 0, so raftkv gets one write to a key no command reads ("0pad") first,
+// and from then on every revision must match exactly.
+// Needs `etcd` and `etcdctl` (Debian: apt-get install -y etcd-server etcd-client);
+// the test installs them if it can and fails clearly if not.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createCluster } from '../../src/server/cluster.ts';
+import { GrpcGateway } from '../../src/server/grpc-gateway.ts';
+
+function ensureEtcd(): void {
+  const have = (command: string): boolean => spawnSync(command, [command === 'etcd' ? '--version' : 'version'], { stdio: 'ignore' }).status === 0;
+  if (have('etcd') && have('etcdctl')) return;
+  const install = spawnSync('apt-get', ['install', '-y', 'etcd-server', 'etcd-client'], { stdio: 'inherit', timeout: 240_000 });
+  assert.ok(
+    have('etcd') && have('etcdctl'),
+    `this test needs etcd and etcdctl on PATH; installing them failed (apt-get exit ${String(install.status)}): apt-get install -y etcd-server etcd-client`,
+  );
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+interface Outcome {
+  readonly stdout: string;
+  /** Only etcdctl's "Error: …" lines: its other stderr lines are timestamped logs. */
+  readonly errors: string;
+  readonly status: number | null;
+}
+
+/** Runs etcdctl without blocking: the raftkv member under test lives in this process. */
+export function etcdctl(endpoint: string, args: readonly string[], input = ''): Promise<Outcome> {
+  const child = spawn('etcdctl', ['--dial-timeout=3s', '--command-timeout=5s', `--endpoints=${endpoint}`, ...args], {
+    env: { ...process.env, ETCDCTL_API: '3' },
+  });
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  child.stdout.on('data', (piece: Buffer) => stdout.push(piece));
+  child.stderr.on('data', (piece: Buffer) => stderr.push(piece));
+  child.stdin.end(input);
+  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      const errors = Buffer.concat(stderr)
+        .toString('utf8')
+        .split('\n')
+        .filter((line) => line.startsWith('Error:') || line.startsWith('Failed'))
+        .join('\n');
+      resolve({ stdout: Buffer.concat(stdout).toString('utf8'), errors, status });
+    });
+  });
+}
+
+/** Masks what legitimately differs between two servers; everything else must be equal. */
+function normalize(text: string, endpoint: string): string {
+  return text
+    .split(endpoint)
+    .join('<endpoint>')
+    .replace(/"(cluster_id|member_id|ID|raft_term)":\d+/g, '"$1":<$1>')
+    .replace(/^[0-9a-f]+, started, /gm, '<id>, started, ')
+    .replace(/^<endpoint>, [0-9a-f]+, [^,]+, [^,]+, (true|false), (true|false), \d+, \d+, \d+, /gm, '<endpoint>, <id>, <version>, <size>, $1, $2, <term>, <index>, <applied>, ')
+    .replace(/^<endpoint>, \d+$/gm, '<endpoint>, <hash>')
+    .replace(/took = [\d.]+[µmn]?s/g, 'took = <duration>');
+}
+
+/** The same sequence for both servers; `[args, stdin?]`. */
+const SCRIPT: readonly (readonly [readonly string[], string?])[] = [
+  [['put', 'foo', 'bar']],
+  [['put', 'foo2', 'baz']],
+  [['put', 'foo/a', '1']],
+  [['put', 'fop', 'x']],
+  [['put', 'foo', 'bar2', '--prev-kv']],
+  [['get', 'foo']],
+  [['get', 'foo', '--prefix']],
+  [['get', 'foo', '--prefix', '--limit', '1']],
+  [['get', 'foo', '--prefix', '--keys-only']],
+  [['get', 'foo', '--print-value-only']],
+  [['get', 'foo', '--rev', '2']],
+  [['get', 'foo', '--prefix', '-w', 'json']],
+  [['get', 'foo', '--prefix', '--sort-by', 'MODIFY', '--order', 'DESCEND']],
+  [['get', 'foo', '--from-key', '--keys-only']],
+  [['get', 'foo', '--prefix', '--count-only', '-w', 'json']],
+  [['get', 'missing']],
+  [['put', 'missing', '--ignore-value']],
+  [['txn'], 'value("foo") = "bar2"\n\nput foo bar3\nget foo2\n\nput foo nope\n\n'],
+  [['txn'], 'mod("foo") < "3"\nversion("foo2") = "1"\n\nput foo nope\n\ndel foo2\nget foo\n\n'],
+  [['txn', '-w', 'json'], 'create("fop") > "0"\n\nget fop\n\n\n'],
+  [['txn', '-w', 'json'], 'value("fop") = "x"\n\nput fop y --prev-kv\nget fop\ndel fop2\n\n\n'],
+  [['del', 'foo2']],
+  [['del', 'foo', '--prefix', '--prev-kv']],
+  [['del', 'nothing']],
+  [['put', 'a', '1']],
+  [['compaction', '5']],
+  [['get', 'a', '--rev', '3']],
+  [['get', 'a', '--rev', '100']],
+  [['compaction', '3']],
+  [['get', 'a', '--rev', '5', '-w', 'json']],
+  [['member', 'list']],
+  [['member', 'list', '-w', 'json']],
+  [['endpoint', 'status']],
+  [['endpoint', 'hashkv']],
+  [['endpoint', 'health']],
+];
+
+test('etcdctl prints the same for raftkv as for etcd', { timeout: 120_000 }, async () => {
+  ensureEtcd();
+  const [clientPort, peerPort] = [await freePort(), await freePort()];
+  const etcdEndpoint = `127.0.0.1:${clientPort}`;
+  const peerUrl = `http://127.0.0.1:${peerPort}`;
+  const directory = await mkdtemp(join(tmpdir(), 'raftkv-etcd-'));
+  let etcd: ChildProcess | null = null;
+  const cluster = await createCluster({ size: 1, seed: 11 });
+  let gateway: GrpcGateway | null = null;
+  try {
+    etcd = spawn('etcd', [
+      '--name', 'raftkv-1', '--data-dir', join(directory, 'etcd'),
+      '--listen-client-urls', `http://${etcdEndpoint}`, '--advertise-client-urls', `http://${etcdEndpoint}`,
+      '--listen-peer-urls', peerUrl, '--initial-advertise-peer-urls', peerUrl, '--initial-cluster', `raftkv-1=${peerUrl}`,
+    ], { stdio: 'ignore' });
+    const kv = await cluster.waitForLeader();
+    await kv.put('0pad', 'etcd starts at revision 1');
+    gateway = await GrpcGateway.start(kv, {
+      listen: '127.0.0.1:0',
+      describeMember: () => ({ name: 'raftkv-1', peerURLs: [peerUrl], clientURLs: [`http://${gateway?.address ?? ''}`] }),
+    });
+    const raftkvEndpoint = gateway.address;
+    for (let attempt = 0; (await etcdctl(etcdEndpoint, ['endpoint', 'health'])).status !== 0; attempt++) {
+      assert.ok(attempt < 50, 'etcd did not become healthy');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    for (const [args, input] of SCRIPT) {
+      const expected = await etcdctl(etcdEndpoint, args, input);
+      const actual = await etcdctl(raftkvEndpoint, args, input);
+      const command = `etcdctl ${args.join(' ')}`;
+      assert.equal(actual.status, expected.status, `${command}: exit status (raftkv stderr: ${actual.errors})`);
+      assert.equal(normalize(actual.stdout, raftkvEndpoint), normalize(expected.stdout, etcdEndpoint), `${command}: stdout`);
+      assert.equal(normalize(actual.errors, raftkvEndpoint), normalize(expected.errors, etcdEndpoint), `${command}: errors`);
+    }
+  } finally {
+    await gateway?.close();
+    await cluster.close();
+    etcd?.kill('SIGKILL');
+    await rm(directory, { recursive: true, force: true });
+  }
+});
