@@ -31,8 +31,14 @@ test('a member behind a compacted log catches up by a snapshot streamed over TCP
     await members.get(3)!.close();
     members.delete(3);
     for (let index = 0; index < 300; index++) await one.put(`key/${String(index).padStart(3, '0')}`, `value ${index}`);
-    const status = await one.status();
-    assert.ok(status.firstLogIndex > 20, `the log was compacted (first index ${status.firstLogIndex})`);
+    // Both running members compact on their own schedule: wait until each has, so the leader cannot send entries.
+    for (const id of [1, 2]) {
+      const compactedBy = Date.now() + 30_000;
+      while ((await members.get(id)!.status()).firstLogIndex <= 20) {
+        assert.ok(Date.now() < compactedBy, `member ${id} compacted its log in time`);
+        await sleep(20);
+      }
+    }
 
     const three = await open(3, await TcpTransport.listen({ id: 3, listen: addresses.get(3)!, reconnectDelayMs: 10, reconnectDelayMaxMs: 100 }));
     members.set(3, three);
@@ -42,7 +48,8 @@ test('a member behind a compacted log catches up by a snapshot streamed over TCP
       assert.ok(Date.now() < deadline, 'member 3 caught up in time');
       await sleep(50);
     }
-    assert.ok((await three.status()).snapshotIndex > 1, 'member 3 installed a snapshot');
+    const installed = await three.status();
+    assert.ok(installed.snapshotIndex > 1 && installed.firstLogIndex > 20, `member 3 installed a snapshot (${installed.snapshotIndex}, first index ${installed.firstLogIndex})`);
     const [theirs, ours] = await Promise.all([one.range({ prefix: 'key/', serializable: true }), three.range({ prefix: 'key/', serializable: true })]);
     assert.deepEqual(ours.kvs.map((kv) => [kv.key.toString(), kv.value.toString()]), theirs.kvs.map((kv) => [kv.key.toString(), kv.value.toString()]));
     assert.equal((await three.get('before', { serializable: true }))?.value.toString(), 'x');
