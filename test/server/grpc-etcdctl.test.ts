@@ -68,6 +68,70 @@ export function etcdctl(endpoint: string, args: readonly string[], input = ''): 
   });
 }
 
+/** A long-running `etcdctl watch`: its stdout so far, and a way to stop it. */
+function startWatch(endpoint: string, args: readonly string[]): { output: () => string; stop: (interrupt?: boolean) => Promise<Outcome> } {
+  const child = spawn('etcdctl', ['--dial-timeout=3s', `--endpoints=${endpoint}`, 'watch', ...args], { env: { ...process.env, ETCDCTL_API: '3' } });
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  child.stdout.on('data', (piece: Buffer) => stdout.push(piece));
+  child.stderr.on('data', (piece: Buffer) => stderr.push(piece));
+  const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const output = (): string => Buffer.concat(stdout).toString('utf8');
+  return {
+    output,
+    stop: async (interrupt = true) => {
+      if (interrupt) child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      const status = await closed;
+      clearTimeout(timer);
+      const errors = Buffer.concat(stderr).toString('utf8').split('\n').filter((line) => /^(Error|watch was canceled)/.test(line)).join('\n');
+      return { stdout: output(), errors, status };
+    },
+  };
+}
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  for (let attempt = 0; !condition(); attempt++) {
+    assert.ok(attempt < 100, `timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/**
+ * Watches on both servers, then the same writes through etcdctl: a watch
+ * replaying history from revision 5 with previous key-values, a JSON watch
+ * (headers, created and canceled flags), and a watch from a compacted revision.
+ */
+async function watchScenario(endpoints: readonly [string, string]): Promise<Outcome[][]> {
+  const watches = endpoints.map((endpoint) => [
+    startWatch(endpoint, ['foo', '--prefix', '--rev', '5', '--prev-kv']),
+    startWatch(endpoint, ['-w', 'json', 'foo/j']),
+  ]);
+  // Both watches must be registered (the history one has printed its replay) before the writes.
+  for (const [history] of watches) await until(() => (history?.output() ?? '').includes('PUT'), 'the replay from revision 5');
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  for (const endpoint of endpoints) {
+    for (const args of [['put', 'foo/w', '1'], ['put', 'foo/w', '2'], ['put', 'foo/j', 'j'], ['del', 'foo/w']]) {
+      assert.equal((await etcdctl(endpoint, args)).status, 0, `etcdctl ${args.join(' ')}`);
+    }
+  }
+  const results: Outcome[][] = [];
+  for (const [index, endpoint] of endpoints.entries()) {
+    const [history, json] = watches[index] ?? [];
+    await until(() => (history?.output() ?? '').includes('DELETE\nfoo/w\n'), 'the delete event');
+    await until(() => (json?.output() ?? '').includes('"Events"'), 'the JSON event');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const compacted = startWatch(endpoint, ['a', '--rev', '2']);
+    results.push([await stopNow(history), await stopNow(json), await compacted.stop(false)]);
+  }
+  return results;
+}
+
+async function stopNow(watch: { stop: () => Promise<Outcome> } | undefined): Promise<Outcome> {
+  assert.ok(watch !== undefined);
+  return watch.stop();
+}
+
 /** Masks what legitimately differs between two servers; everything else must be equal. */
 function normalize(text: string, endpoint: string): string {
   return text
@@ -152,6 +216,15 @@ test('etcdctl prints the same for raftkv as for etcd', { timeout: 120_000 }, asy
       assert.equal(actual.status, expected.status, `${command}: exit status (raftkv stderr: ${actual.errors})`);
       assert.equal(normalize(actual.stdout, raftkvEndpoint), normalize(expected.stdout, etcdEndpoint), `${command}: stdout`);
       assert.equal(normalize(actual.errors, raftkvEndpoint), normalize(expected.errors, etcdEndpoint), `${command}: errors`);
+    }
+    const [expectedWatches, actualWatches] = await watchScenario([etcdEndpoint, raftkvEndpoint]);
+    for (const [index, name] of ['watch foo --prefix --rev 5 --prev-kv', 'watch -w json foo/j', 'watch a --rev 2 (compacted)'].entries()) {
+      const expected = expectedWatches?.[index];
+      const actual = actualWatches?.[index];
+      assert.ok(expected !== undefined && actual !== undefined);
+      assert.equal(normalize(actual.stdout, raftkvEndpoint), normalize(expected.stdout, etcdEndpoint), `etcdctl ${name}: stdout`);
+      assert.equal(normalize(actual.errors, raftkvEndpoint), normalize(expected.errors, etcdEndpoint), `etcdctl ${name}: errors`);
+      assert.equal(actual.status, expected.status, `etcdctl ${name}: exit status`);
     }
   } finally {
     await gateway?.close();
