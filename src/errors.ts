@@ -28,6 +28,7 @@ export {
   LeaseRenewedError,
 } from './storage/mvcc/errors.ts';
 export { LeaseLostError } from './server/lease.ts';
+export { SessionClosedError, LockedError, NotElectionLeaderError } from './server/concurrency.ts';
 export { MalformedFrameError } from './transport/codec.ts';
 export { UnreachableError } from './transport/memory.ts';
 export { ListenFailedError } from './transport/tcp.ts';

@@ -38,6 +38,8 @@ export type {
 export { Watch } from './server/watch.ts';
 export { LeaseKeepAlive } from './server/lease.ts';
 export type { KeepAliveEvent, KeepAliveOptions } from './server/lease.ts';
+export { Session, Mutex, Election } from './server/concurrency.ts';
+export type { SessionOptions, LockOptions, LockGrant, ElectionLeader } from './server/concurrency.ts';
 export type { WatchResponse, WatchFilter, WatchHubOptions } from './server/watch.ts';
 export { createCluster, Cluster } from './server/cluster.ts';
 export type { ClusterOptions } from './server/cluster.ts';
