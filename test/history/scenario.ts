@@ -403,9 +403,20 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   const keyCount = 5 + random(8);
   const keys = Array.from({ length: keyCount }, (_, position) => `k${position}`);
   const started = Date.now();
+  const fatal: string[] = [];
   const cluster = await createCluster({
     seed,
-    memberOptions: { tickMs: 10, electionTimeoutTicks: 10, requestTimeoutMs: 400, snapshotEntries: 400 + random(400), snapshotCatchUpEntries: 100 },
+    memberOptions: {
+      tickMs: 10,
+      electionTimeoutTicks: 10,
+      requestTimeoutMs: 400,
+      snapshotEntries: 400 + random(400),
+      snapshotCatchUpEntries: 100,
+      // A member that stops on its own (a failed write, a broken invariant) is a finding, whatever the history says.
+      onFatal: (error) => {
+        if (fatal.length < 5) fatal.push(error.stack ?? String(error));
+      },
+    },
   });
   const workload = new Workload(cluster, seed, keys, options.operations ?? 5_000, profile === 'compaction' ? 20 : 6, options.serializableReads === true);
   const nemesis = new Nemesis(cluster, createRandom(seed * 7 + 3), profile, workload);
@@ -429,6 +440,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   } finally {
     await cluster.close();
   }
+  for (const stack of fatal) problems.push(`a member stopped on a fatal error: ${stack}`);
   const durationMs = Date.now() - started;
   const operations = workload.recorder.operations;
   const checkStarted = Date.now();
