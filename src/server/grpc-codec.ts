@@ -259,7 +259,8 @@ function responseOpMessage(response: OpResponse, header: { readonly revision: nu
     case 'deleteRange':
       return { response_delete_range: { header, deleted: response.deleted, prev_kvs: response.prevKvs.map(keyValueMessage) } };
     case 'txn':
-      return { response_txn: txnResponseMessage(response, header) };
+      // etcd leaves a nested transaction's own header empty (its responses still carry the revision).
+      return { response_txn: { ...txnResponseMessage(response, header), header: {} } };
   }
 }
 

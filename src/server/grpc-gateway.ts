@@ -19,6 +19,7 @@ import type { NodeId } from '../raft/types.ts';
 import type { RangeResponse, TxnResponse } from '../storage/mvcc/types.ts';
 import { formatAddress, parseAddress } from '../transport/tcp-connection.ts';
 import {
+  GrpcCallError,
   MEMBER_NOT_FOUND,
   MEMBER_NOT_LEARNER,
   TOO_MANY_REQUESTS,
@@ -71,10 +72,10 @@ export interface GrpcGatewayOptions {
   readonly watchesPerStreamMax?: number;
 }
 
-const PROTO_FILE = 'etcd/api/etcdserverpb/rpc.proto';
+export const PROTO_FILE = 'etcd/api/etcdserverpb/rpc.proto';
 
 /** proto/ sits at the repository (and package) root: two levels up from src/server, three from dist/src/server. */
-function protoDirectory(): string {
+export function protoDirectory(): string {
   for (const relative of ['../../proto', '../../../proto']) {
     const directory = fileURLToPath(new URL(relative, import.meta.url));
     if (existsSync(`${directory}/${PROTO_FILE}`)) return directory;
@@ -165,25 +166,55 @@ export class GrpcGateway {
     return this.closing;
   }
 
+  /** The unary methods served, by service and method name. */
+  private unaryMethods(): Readonly<Record<string, Readonly<Record<string, Unary>>>> {
+    return {
+      KV: {
+        Range: (request) => this.range(request),
+        Put: (request) => this.put(request),
+        DeleteRange: (request) => this.deleteRange(request),
+        Txn: (request) => this.txn(request),
+        Compact: (request) => this.compact(request),
+      },
+      Cluster: {
+        MemberList: async () => ({ header: await this.clusterHeader(), members: this.memberList() }),
+        MemberAdd: (request) => this.memberAdd(request),
+        MemberRemove: (request) => this.memberRemove(request),
+        MemberPromote: (request) => this.memberPromote(request),
+      },
+      Maintenance: {
+        Status: () => this.statusResponse(),
+        Hash: () => this.hashResponse(0),
+        HashKV: (request) => this.hashResponse(int64Of(request, 'revision')),
+      },
+    };
+  }
+
+  /**
+   * Calls a unary method as a gRPC client would, for the HTTP/JSON gateway
+   * (grpc-json.ts): same bound on requests in flight, same errors.
+   */
+  callUnary(service: string, method: string, request: Message): Promise<unknown> {
+    const handler = this.unaryMethods()[service]?.[method];
+    if (handler === undefined) return Promise.reject(new GrpcCallError(grpc.status.UNIMPLEMENTED, `unknown method ${service}.${method}`));
+    if (this.inFlight >= this.options.requestsInFlightMax) return Promise.reject(TOO_MANY_REQUESTS());
+    this.inFlight++;
+    return handler(request).finally(() => {
+      this.inFlight--;
+    });
+  }
+
+  /** Serves one Watch stream for the HTTP/JSON gateway's /v3/watch. */
+  serveWatch(stream: grpc.ServerDuplexStream<Message, unknown>): void {
+    this.watch(stream);
+  }
+
   private addServices(): void {
-    this.server.addService(serviceOf('KV'), {
-      Range: this.unary((request) => this.range(request)),
-      Put: this.unary((request) => this.put(request)),
-      DeleteRange: this.unary((request) => this.deleteRange(request)),
-      Txn: this.unary((request) => this.txn(request)),
-      Compact: this.unary((request) => this.compact(request)),
-    });
-    this.server.addService(serviceOf('Cluster'), {
-      MemberList: this.unary(async () => ({ header: await this.clusterHeader(), members: this.memberList() })),
-      MemberAdd: this.unary((request) => this.memberAdd(request)),
-      MemberRemove: this.unary((request) => this.memberRemove(request)),
-      MemberPromote: this.unary((request) => this.memberPromote(request)),
-    });
-    this.server.addService(serviceOf('Maintenance'), {
-      Status: this.unary(() => this.statusResponse()),
-      Hash: this.unary(() => this.hashResponse(0)),
-      HashKV: this.unary((request) => this.hashResponse(int64Of(request, 'revision'))),
-    });
+    for (const [service, methods] of Object.entries(this.unaryMethods())) {
+      const handlers: grpc.UntypedServiceImplementation = {};
+      for (const [method, handler] of Object.entries(methods)) handlers[method] = this.unary(handler);
+      this.server.addService(serviceOf(service), handlers);
+    }
     this.server.addService(serviceOf('Watch'), {
       Watch: (stream: grpc.ServerDuplexStream<Message, unknown>) => this.watch(stream),
     });

@@ -37,14 +37,20 @@ class WatchStream {
     private readonly limits: WatchStreamLimits,
   ) {}
 
-  /** Reads requests until the client ends the stream or the stream fails, then cancels every watch. */
+  /** Reads requests until the call ends (the client cancels, the stream fails, the gateway closes), then cancels every watch. */
   async serve(): Promise<void> {
+    // As in etcd, a client that half-closes (ends its requests) keeps its watches until the call ends.
+    const ended = new Promise<void>((resolve) => {
+      for (const event of ['cancelled', 'close', 'error', 'finish']) this.stream.once(event, () => resolve());
+    });
     this.stream.on('error', (error: Error) => log('watch stream error: %s', error.message));
     try {
-      for await (const request of this.stream as AsyncIterable<Message>) {
+      // destroyOnReturn false: the end of the requests (a half-close) must not tear down the responses.
+      for await (const request of this.stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Message>) {
         if (this.closed) break;
         await this.handle(request);
       }
+      await ended;
     } catch (error) {
       log('watch stream ended: %s', (error as Error).message);
     } finally {

@@ -38,6 +38,8 @@ export interface HttpGatewayOptions {
   readonly requestsInFlightMax?: number;
   /** Reported as `version` by /v3/maintenance/status. Default "raftkv". */
   readonly version?: string;
+  /** Offered every request for a path this gateway does not serve; returns true if it took it (e.g. `(req, res) => new EtcdJsonApi(grpcGateway).handle(req, res)`). */
+  readonly fallback?: (request: IncomingMessage, response: ServerResponse) => boolean;
 }
 
 /** gRPC status codes and the HTTP status grpc-gateway maps each to. */
@@ -179,10 +181,13 @@ function rangeOptions(body: Body): RangeOptions {
   return options;
 }
 
+const SERVED_PATHS: readonly string[] = ['/v3/kv/put', '/v3/kv/range', '/v3/kv/deleterange', '/v3/maintenance/status'];
+
 export class HttpGateway {
   private inFlight = 0;
   private statusInFlight: Promise<Status> | null = null;
   private closing: Promise<void> | null = null;
+  private fallback: HttpGatewayOptions['fallback'] = undefined;
 
   private constructor(
     private readonly store: GatewayStore,
@@ -204,6 +209,8 @@ export class HttpGateway {
     const server = createServer({ requestTimeout: 60_000, headersTimeout: 10_000 });
     server.maxConnections = requestsInFlightMax;
     const gateway = new HttpGateway(store, server, bodyBytesMax, requestsInFlightMax, options.version ?? 'raftkv');
+    if (options.fallback !== undefined && typeof options.fallback !== 'function') throw new InvalidArgumentError('fallback must be a function');
+    gateway.fallback = options.fallback;
     server.on('request', (request: IncomingMessage, response: ServerResponse) => void gateway.serve(request, response));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -233,6 +240,7 @@ export class HttpGateway {
   }
 
   private async serve(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    if (this.fallback !== undefined && !SERVED_PATHS.includes((request.url ?? '').split('?')[0] ?? '') && this.fallback(request, response)) return;
     if (this.inFlight >= this.requestsInFlightMax) {
       this.reply(response, new GatewayError(Grpc.Unavailable, 'too many requests in flight', 'RAFTKV_TOO_MANY_REQUESTS'));
       request.resume();

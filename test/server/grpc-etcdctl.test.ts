@@ -10,31 +10,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { createCluster } from '../../src/server/cluster.ts';
 import { GrpcGateway } from '../../src/server/grpc-gateway.ts';
-
-function ensureEtcd(): void {
-  const have = (command: string): boolean => spawnSync(command, [command === 'etcd' ? '--version' : 'version'], { stdio: 'ignore' }).status === 0;
-  if (have('etcd') && have('etcdctl')) return;
-  const install = spawnSync('apt-get', ['install', '-y', 'etcd-server', 'etcd-client'], { stdio: 'inherit', timeout: 240_000 });
-  assert.ok(
-    have('etcd') && have('etcdctl'),
-    `this test needs etcd and etcdctl on PATH; installing them failed (apt-get exit ${String(install.status)}): apt-get install -y etcd-server etcd-client`,
-  );
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+import { startEtcd, type RealEtcd } from './grpc-etcd.ts';
 
 interface Outcome {
   readonly stdout: string;
@@ -184,20 +163,12 @@ const SCRIPT: readonly (readonly [readonly string[], string?])[] = [
 ];
 
 test('etcdctl prints the same for raftkv as for etcd', { timeout: 120_000 }, async () => {
-  ensureEtcd();
-  const [clientPort, peerPort] = [await freePort(), await freePort()];
-  const etcdEndpoint = `127.0.0.1:${clientPort}`;
-  const peerUrl = `http://127.0.0.1:${peerPort}`;
-  const directory = await mkdtemp(join(tmpdir(), 'raftkv-etcd-'));
-  let etcd: ChildProcess | null = null;
   const cluster = await createCluster({ size: 1, seed: 11 });
+  let etcd: RealEtcd | null = null;
   let gateway: GrpcGateway | null = null;
   try {
-    etcd = spawn('etcd', [
-      '--name', 'raftkv-1', '--data-dir', join(directory, 'etcd'),
-      '--listen-client-urls', `http://${etcdEndpoint}`, '--advertise-client-urls', `http://${etcdEndpoint}`,
-      '--listen-peer-urls', peerUrl, '--initial-advertise-peer-urls', peerUrl, '--initial-cluster', `raftkv-1=${peerUrl}`,
-    ], { stdio: 'ignore' });
+    etcd = await startEtcd(async (endpoint) => (await etcdctl(endpoint, ['endpoint', 'health'])).status === 0);
+    const { endpoint: etcdEndpoint, peerUrl } = etcd;
     const kv = await cluster.waitForLeader();
     await kv.put('0pad', 'etcd starts at revision 1');
     gateway = await GrpcGateway.start(kv, {
@@ -205,10 +176,6 @@ test('etcdctl prints the same for raftkv as for etcd', { timeout: 120_000 }, asy
       describeMember: () => ({ name: 'raftkv-1', peerURLs: [peerUrl], clientURLs: [`http://${gateway?.address ?? ''}`] }),
     });
     const raftkvEndpoint = gateway.address;
-    for (let attempt = 0; (await etcdctl(etcdEndpoint, ['endpoint', 'health'])).status !== 0; attempt++) {
-      assert.ok(attempt < 50, 'etcd did not become healthy');
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
     for (const [args, input] of SCRIPT) {
       const expected = await etcdctl(etcdEndpoint, args, input);
       const actual = await etcdctl(raftkvEndpoint, args, input);
@@ -229,7 +196,6 @@ test('etcdctl prints the same for raftkv as for etcd', { timeout: 120_000 }, asy
   } finally {
     await gateway?.close();
     await cluster.close();
-    etcd?.kill('SIGKILL');
-    await rm(directory, { recursive: true, force: true });
+    await etcd?.stop();
   }
 });

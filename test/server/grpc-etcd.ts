@@ -1,0 +1,63 @@
+// Shared by the tests that compare raftkv with a real etcd: make sure etcd
+// and etcdctl are installed (or fail saying how to install them), and run
+// a throwaway one-member etcd on free loopback ports.
+
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export function ensureEtcd(): void {
+  const have = (command: string): boolean => spawnSync(command, [command === 'etcd' ? '--version' : 'version'], { stdio: 'ignore' }).status === 0;
+  if (have('etcd') && have('etcdctl')) return;
+  const install = spawnSync('apt-get', ['install', '-y', 'etcd-server', 'etcd-client'], { stdio: 'inherit', timeout: 240_000 });
+  assert.ok(
+    have('etcd') && have('etcdctl'),
+    `this test needs etcd and etcdctl on PATH; installing them failed (apt-get exit ${String(install.status)}): apt-get install -y etcd-server etcd-client`,
+  );
+}
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export interface RealEtcd {
+  /** "127.0.0.1:port" of its client endpoint (gRPC and the HTTP/JSON gateway). */
+  readonly endpoint: string;
+  readonly peerUrl: string;
+  stop(): Promise<void>;
+}
+
+/** Starts etcd named "raftkv-1" (so member names match) in a temporary directory; `isReady` polls it. */
+export async function startEtcd(isReady: (endpoint: string) => Promise<boolean>): Promise<RealEtcd> {
+  ensureEtcd();
+  const [clientPort, peerPort] = [await freePort(), await freePort()];
+  const endpoint = `127.0.0.1:${clientPort}`;
+  const peerUrl = `http://127.0.0.1:${peerPort}`;
+  const directory = await mkdtemp(join(tmpdir(), 'raftkv-etcd-'));
+  const child: ChildProcess = spawn('etcd', [
+    '--name', 'raftkv-1', '--data-dir', join(directory, 'etcd'),
+    '--listen-client-urls', `http://${endpoint}`, '--advertise-client-urls', `http://${endpoint}`,
+    '--listen-peer-urls', peerUrl, '--initial-advertise-peer-urls', peerUrl, '--initial-cluster', `raftkv-1=${peerUrl}`,
+  ], { stdio: 'ignore' });
+  const stop = async (): Promise<void> => {
+    child.kill('SIGKILL');
+    await rm(directory, { recursive: true, force: true });
+  };
+  try {
+    for (let attempt = 0; !(await isReady(endpoint)); attempt++) {
+      assert.ok(attempt < 50, 'etcd did not become ready');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { endpoint, peerUrl, stop };
+}
