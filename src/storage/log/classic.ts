@@ -117,9 +117,26 @@ export class ClassicLogStorage implements LogStorage {
     return this.view.isEmpty();
   }
 
-  // ---- Writes: disk first, then the view ----
+  // ---- Writes: disk first, then the view; one at a time ----
+  //
+  // Each write reads the stored runs, awaits the disk, then replaces them:
+  // two overlapping writes (the ready loop's save and the apply worker's
+  // compaction) would lose one's update, and a run left on disk but
+  // forgotten makes the log unreadable on restart. So they queue.
 
-  async save(update: LogUpdate): Promise<void> {
+  private writing: Promise<unknown> = Promise.resolve();
+
+  private exclusive<T>(operation: () => Promise<T>): Promise<T> {
+    const run = this.writing.then(operation, operation);
+    this.writing = run.catch(() => undefined);
+    return run;
+  }
+
+  save(update: LogUpdate): Promise<void> {
+    return this.exclusive(() => this.saveNow(update));
+  }
+
+  private async saveNow(update: LogUpdate): Promise<void> {
     this.ensureUsable();
     this.view.validate(update);
     const operations: Operation[] = [];
@@ -173,14 +190,22 @@ export class ClassicLogStorage implements LogStorage {
     await this.save({ snapshot: { index: 1, term: 1, confState }, entries: [], hardState: { term: 1, vote: 0, commit: 1 }, sync: true });
   }
 
-  async createSnapshot(metadata: SnapshotMetadata): Promise<void> {
+  createSnapshot(metadata: SnapshotMetadata): Promise<void> {
+    return this.exclusive(() => this.createSnapshotNow(metadata));
+  }
+
+  private async createSnapshotNow(metadata: SnapshotMetadata): Promise<void> {
     this.ensureUsable();
     this.view.validateSnapshot(metadata);
     await this.write([{ type: 'put', key: SNAPSHOT_KEY, value: encodeSnapshotMetadata(metadata) }], true);
     this.view.createSnapshotSync(metadata);
   }
 
-  async compact(compactIndex: number): Promise<void> {
+  compact(compactIndex: number): Promise<void> {
+    return this.exclusive(() => this.compactNow(compactIndex));
+  }
+
+  private async compactNow(compactIndex: number): Promise<void> {
     this.ensureUsable();
     if (!this.view.validateCompact(compactIndex)) return;
     const operations: Operation[] = [];
@@ -200,6 +225,7 @@ export class ClassicLogStorage implements LogStorage {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.writing;
     await this.db.close();
   }
 
