@@ -283,8 +283,43 @@ export class ReplicatedNode<Request, Response> {
 
   private receive(message: Message): void {
     if (this.stopped !== null) return;
-    this.raw.step(message);
+    const fresh = message.type === MessageType.Prop ? this.withoutSeenProposals(message) : message;
+    if (fresh === null) return;
+    this.raw.step(fresh);
     this.scheduleLoop();
+  }
+
+  /** Proposal ids (proposer, sequence) this node has received in forwarded proposals, oldest first; bounded. */
+  private readonly seenProposals = new Set<string>();
+  private static readonly SEEN_PROPOSALS_MAX = 65_536;
+
+  /**
+   * A forwarded proposal whose frame the network duplicated would be
+   * appended, and applied, twice (a put through a follower then gets two
+   * revisions, and a write between them is undone). Raft itself does not
+   * deduplicate proposals, so the node drops entries it has seen already.
+   */
+  private withoutSeenProposals(message: Message): Message | null {
+    const entries = message.entries.filter((entry) => {
+      if (entry.type !== EntryType.Normal || entry.data.length === 0) return true;
+      let id: string;
+      try {
+        const { node, sequence } = decodeProposal<unknown>(entry.data);
+        id = `${node}:${sequence}`;
+      } catch {
+        log('node %d: dropped a forwarded proposal that does not decode, from %d', this.id, message.from);
+        return false;
+      }
+      if (this.seenProposals.has(id)) return false;
+      this.seenProposals.add(id);
+      if (this.seenProposals.size > ReplicatedNode.SEEN_PROPOSALS_MAX) {
+        this.seenProposals.delete(this.seenProposals.values().next().value as string);
+      }
+      return true;
+    });
+    if (entries.length === message.entries.length) return message;
+    log('node %d: dropped %d duplicated proposals from %d', this.id, message.entries.length - entries.length, message.from);
+    return entries.length === 0 ? null : { ...message, entries };
   }
 
   private tick(): void {

@@ -211,3 +211,26 @@ test('a closed member answers RAFTKV_STOPPED from every part; bad limits are ref
     await cluster.close();
   }
 });
+
+test('a forwarded proposal whose frame the network duplicates is applied once', async () => {
+  // Found by the history checks (profile 'duplication'): the leader appended both copies.
+  const cluster = await createCluster({ seed: 1 });
+  try {
+    const leader = await cluster.waitForLeader();
+    const follower = cluster.nodes().find((node) => node !== leader);
+    assert.ok(follower !== undefined);
+    cluster.network.setFaults({ duplicateRate: 1 });
+    const first = await follower.put('x', 'A');
+    const second = await leader.put('x', 'B');
+    cluster.network.setFaults({});
+    await leader.put('barrier', '1');
+    const kv = await leader.get('x');
+    assert.equal(kv?.value.toString(), 'B');
+    assert.equal(kv?.version, 2);
+    assert.equal(kv?.modRevision, second.revision);
+    assert.equal((await leader.get('x', { revision: first.revision }))?.version, 1);
+    assert.equal((await leader.status()).revision, second.revision + 1, 'no revision was spent on a second copy');
+  } finally {
+    await cluster.close();
+  }
+});
