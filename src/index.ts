@@ -48,7 +48,7 @@ export type { Transport, TransportHandlers } from './server/ports.ts';
 export { HttpGateway } from './server/http-gateway.ts';
 export type { HttpGatewayOptions, GatewayStore } from './server/http-gateway.ts';
 export { GrpcGateway } from './server/grpc-gateway.ts';
-export type { GrpcGatewayOptions, GrpcStore, GrpcMemberInfo } from './server/grpc-gateway.ts';
+export type { GrpcGatewayOptions, GrpcStore, GrpcMemberInfo, GrpcTlsOptions } from './server/grpc-gateway.ts';
 export { EtcdJsonApi } from './server/grpc-json.ts';
 export type { EtcdJsonApiOptions } from './server/grpc-json.ts';
 export type {

@@ -54,7 +54,7 @@ export interface GrpcMemberInfo {
 }
 
 export interface GrpcGatewayOptions {
-  /** Where to listen, "host:port" (port 0 picks one). There is no authentication: keep it on loopback. */
+  /** Where to listen, "host:port" (port 0 picks one). Without `tls` there is no authentication: keep it on loopback. */
   readonly listen: string;
   /** Reported as header.cluster_id. Default 0x7261667420 ("raft "), a constant: raftkv has no cluster id. */
   readonly clusterId?: number;
@@ -70,6 +70,26 @@ export interface GrpcGatewayOptions {
   readonly watchStreamsMax?: number;
   /** Watches on one stream. Default 1,000. */
   readonly watchesPerStreamMax?: number;
+  /** Serve TLS (PEM). With `ca`, clients must present a certificate it signed (mutual TLS). */
+  readonly tls?: GrpcTlsOptions;
+}
+
+export interface GrpcTlsOptions {
+  readonly cert: Buffer | string;
+  readonly key: Buffer | string;
+  /** CA certificates that client certificates must chain to; omitted: no client certificate asked for. */
+  readonly ca?: Buffer | string;
+}
+
+function serverCredentials(tls: GrpcTlsOptions | undefined): grpc.ServerCredentials {
+  if (tls === undefined) return grpc.ServerCredentials.createInsecure();
+  const pem = (value: unknown, name: string): Buffer => {
+    if (typeof value === 'string') return Buffer.from(value);
+    if (Buffer.isBuffer(value)) return value;
+    throw new InvalidArgumentError(`tls.${name} must be PEM text or a Buffer`);
+  };
+  const ca = tls.ca === undefined ? null : pem(tls.ca, 'ca');
+  return grpc.ServerCredentials.createSsl(ca, [{ private_key: pem(tls.key, 'key'), cert_chain: pem(tls.cert, 'cert') }], ca !== null);
 }
 
 export const PROTO_FILE = 'etcd/api/etcdserverpb/rpc.proto';
@@ -112,7 +132,7 @@ export class GrpcGateway {
   private constructor(
     private readonly store: GrpcStore,
     private readonly server: grpc.Server,
-    private readonly options: Required<Omit<GrpcGatewayOptions, 'describeMember'>> & Pick<GrpcGatewayOptions, 'describeMember'>,
+    private readonly options: Required<Omit<GrpcGatewayOptions, 'describeMember' | 'tls'>> & Pick<GrpcGatewayOptions, 'describeMember' | 'tls'>,
   ) {}
 
   /** Starts serving `store` on `options.listen`. */
@@ -120,6 +140,7 @@ export class GrpcGateway {
     if (typeof store !== 'object' || store === null || typeof store.put !== 'function') throw new InvalidArgumentError('a store to serve is required');
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('gateway options are required');
     const listen = parseAddress(options.listen, 'listen', { allowPortZero: true });
+    const credentials = serverCredentials(options.tls);
     const settings = {
       listen: options.listen,
       clusterId: options.clusterId ?? 0x7261667420,
@@ -129,6 +150,7 @@ export class GrpcGateway {
       watchStreamsMax: options.watchStreamsMax ?? 1_024,
       watchesPerStreamMax: options.watchesPerStreamMax ?? 1_000,
       ...(options.describeMember !== undefined ? { describeMember: options.describeMember } : {}),
+      ...(options.tls !== undefined ? { tls: options.tls } : {}),
     };
     for (const name of ['clusterId', 'messageBytesMax', 'requestsInFlightMax', 'watchStreamsMax', 'watchesPerStreamMax'] as const) {
       if (!Number.isSafeInteger(settings[name]) || settings[name] <= 0) throw new InvalidArgumentError(`${name} must be a positive integer`);
@@ -142,7 +164,7 @@ export class GrpcGateway {
     const gateway = new GrpcGateway(store, server, settings);
     gateway.addServices();
     const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(formatAddress(listen), grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error)));
+      server.bindAsync(formatAddress(listen), credentials, (error, bound) => (error === null ? resolve(bound) : reject(error)));
     }).catch((error: Error) => {
       throw new RaftKVError('RAFTKV_LISTEN_FAILED', `cannot listen on ${options.listen}: ${error.message}`, { cause: error });
     });
@@ -334,7 +356,7 @@ export class GrpcGateway {
       ID: String(member.id),
       name: described.name ?? `raftkv-${member.id}`,
       peerURLs: described.peerURLs ?? [],
-      clientURLs: described.clientURLs ?? (self ? [`http://${this.address}`] : []),
+      clientURLs: described.clientURLs ?? (self ? [`${this.options.tls === undefined ? 'http' : 'https'}://${this.address}`] : []),
       isLearner: member.isLearner,
     };
   }
