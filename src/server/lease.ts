@@ -29,6 +29,8 @@ const log = createDebug('raftkv:lease');
 export interface LessorHost {
   /** The replicated lease table, by id. */
   leases(): readonly LeaseRecord[];
+  /** One lease of the table. */
+  lease(id: number): LeaseRecord | undefined;
   readonly isLeader: boolean;
   /** Proposes a request through Raft; resolves once applied here. */
   propose(request: WriteRequest): Promise<WriteResponse>;
@@ -80,7 +82,15 @@ export class Lessor {
   remainingMs(id: number): number | undefined {
     if (!this.host.isLeader) return undefined;
     const deadline = this.deadlines.get(id);
-    return deadline === undefined ? undefined : Math.max(0, deadline.deadlineMs - this.now());
+    const lease = this.host.lease(id);
+    if (deadline === undefined || lease === undefined) return undefined;
+    const now = this.now();
+    // A renewal applied since the last tick counts at once, as the next tick (which decides expiry) will count it.
+    if (deadline.renewals !== lease.renewals) {
+      deadline.deadlineMs = now + lease.ttlSeconds * 1000;
+      deadline.renewals = lease.renewals;
+    }
+    return Math.max(0, deadline.deadlineMs - now);
   }
 
   /** One pass: reconcile deadlines with the table, revoke what expired, checkpoint now and then. */
@@ -197,6 +207,7 @@ export class LeaseKeepAlive implements AsyncIterableIterator<KeepAliveEvent> {
   private timer: NodeJS.Timeout | undefined;
   private wakeSleep: (() => void) | null = null;
   private lostHandlers: ((error: Error) => void)[] = [];
+  private detachSignal: () => void = () => {};
   /** When the last renewal was sent and acknowledged (ms), and its TTL. */
   private lastRenewedMs = 0;
   private ttlSeconds = 0;
@@ -208,11 +219,18 @@ export class LeaseKeepAlive implements AsyncIterableIterator<KeepAliveEvent> {
     private readonly retryMs: number,
     options: KeepAliveOptions = {},
   ) {
-    if (options.signal !== undefined) {
-      if (options.signal.aborted) this.closed = true;
-      else options.signal.addEventListener('abort', () => this.close(), { once: true });
+    const signal = options.signal;
+    if (signal !== undefined) {
+      if (signal.aborted) {
+        this.closed = true;
+        this.finished = true; // an already-aborted stream ends at once
+      } else {
+        const onAbort = (): void => this.close();
+        signal.addEventListener('abort', onAbort, { once: true });
+        this.detachSignal = () => signal.removeEventListener('abort', onAbort);
+      }
     }
-    this.done = this.run();
+    this.done = this.run().finally(() => this.detachSignal());
   }
 
   /** Milliseconds-since-epoch deadline the last acknowledged renewal guarantees (0 before the first). */

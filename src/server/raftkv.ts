@@ -581,6 +581,7 @@ export class RaftKV {
     this.lessor = new Lessor(
       {
         leases: () => store.leases(),
+        lease: (id) => store.lease(id),
         get isLeader() {
           return node.isLeader && !node.isStopped;
         },

@@ -241,5 +241,7 @@ test('a keep-alive stream reports each renewal, and the loss when the lease is r
     const rest = [];
     for await (const event of aborted) rest.push(event);
     assert.ok(rest.every((event) => event.type === 'renewed'), 'an aborted stream just ends');
+    const never = node.keepAlive(lease.id, { signal: AbortSignal.abort() });
+    assert.deepEqual(await never.next(), { value: undefined, done: true }, 'a stream started with an aborted signal ends at once');
   });
 });
