@@ -211,6 +211,8 @@ export class ReplicatedNode<Request, Response> {
     const deadlineMs = Date.now() + this.requestTimeoutMs;
     await this.waitForLeader(deadlineMs);
     const { sequence, promise } = this.confChanges.register(deadlineMs);
+    // The tick may expire it while this waits below, before the caller listens: not an unhandled rejection.
+    promise.catch(() => undefined);
     const context = encodeProposal({ node: this.proposerId, sequence, request: change.context });
     for (;;) {
       const result = this.raw.proposeConfChange({ ...change, context });

@@ -234,3 +234,39 @@ test('a forwarded proposal whose frame the network duplicates is applied once', 
     await cluster.close();
   }
 });
+
+test('a membership change that waits behind another and expires meanwhile never becomes an unhandled rejection', async () => {
+  // Found by the history runs under load (a membership seed's process died): the change's promise
+  // was rejected by its deadline while the node was still waiting to propose it, before anyone listened.
+  const unhandled: unknown[] = [];
+  const listener = (reason: unknown): void => {
+    unhandled.push(reason);
+  };
+  process.on('unhandledRejection', listener);
+  try {
+    for (let offset = 0; offset < 12; offset += 3) {
+      const cluster = await createCluster({ seed: 1, memberOptions: { tickMs: 10, electionTimeoutTicks: 300, requestTimeoutMs: 100 } });
+      try {
+        const leader = await cluster.waitForLeader();
+        cluster.network.partition([leader.id], cluster.ids.filter((id) => id !== leader.id));
+        const first = leader.addLearner(10).catch((error: { code?: string }) => error.code);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        const second = leader.addLearner(11).catch((error: { code?: string }) => error.code); // waits behind the first
+        await new Promise((resolve) => setTimeout(resolve, 20 + offset));
+        const busyUntil = Date.now() + 150;
+        while (Date.now() < busyUntil) {
+          // the event loop is busy past the deadline, as on a loaded machine
+        }
+        const outcomes = await Promise.all([first, second]);
+        for (const outcome of outcomes) assert.ok(typeof outcome === 'string', 'neither change could commit on a cut-off leader');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      } finally {
+        cluster.network.heal();
+        await cluster.close();
+      }
+    }
+    assert.deepEqual(unhandled, []);
+  } finally {
+    process.off('unhandledRejection', listener);
+  }
+});
