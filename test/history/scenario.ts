@@ -38,14 +38,12 @@ export const PROFILES = [
 export type Profile = (typeof PROFILES)[number];
 
 /**
- * Profiles that fail today because of a known bug in src/, kept out of the
- * CI seeds and out of 'mixed' until it is fixed (empty this set then):
- * - duplication: a proposal forwarded by a follower whose frame the network
- *   duplicates reaches the leader twice and is appended and applied twice,
- *   so an acknowledged put can come back after a later acknowledged put
- *   (SEED=5 npm test -- history; see docs/testing.md, "History checks").
+ * Profiles that fail today because of a known bug in src/: left out of the
+ * CI seeds and out of 'mixed' until it is fixed. None now; 'duplication'
+ * was here until 89f2c72 (a forwarded proposal whose frame the network
+ * duplicated was applied twice).
  */
-export const KNOWN_BROKEN: ReadonlySet<Profile> = new Set<Profile>(['duplication']);
+export const KNOWN_BROKEN: ReadonlySet<Profile> = new Set<Profile>();
 
 /** The profile a seed runs: seeds cycle through them, so any 10 consecutive seeds cover every kind of fault. */
 export function profileOf(seed: number): Profile {
