@@ -6,7 +6,7 @@
 // and messages that arrive meanwhile batch into the next one.
 
 import { randomInt } from 'node:crypto';
-import { mkdir, open as openFile, rm } from 'node:fs/promises';
+import { mkdir, open as openFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import createDebug from 'debug';
 import {
@@ -165,7 +165,13 @@ export class ReplicatedNode<Request, Response> {
       },
       options.log,
     );
-    if (options.snapshotDirectory !== undefined) await mkdir(options.snapshotDirectory, { recursive: true });
+    if (options.snapshotDirectory !== undefined) {
+      await mkdir(options.snapshotDirectory, { recursive: true });
+      // Staged snapshots serve only the message they came with: any left by a crash are garbage.
+      for (const name of await readdir(options.snapshotDirectory)) {
+        if (name.startsWith('incoming-') && name.endsWith('.snap')) await rm(join(options.snapshotDirectory, name), { force: true });
+      }
+    }
     const node = new ReplicatedNode(options, raw);
     await options.transport.start({
       onMessage: (message) => node.receive(message),
@@ -494,7 +500,8 @@ export class ReplicatedNode<Request, Response> {
     const index = message.snapshot.index;
     await this.dropStaged();
     if (this.snapshotDirectory !== undefined) {
-      const path = join(this.snapshotDirectory, `incoming-${index}.snap`);
+      // A name of its own per reception: a second copy of the same snapshot must not touch the file being installed.
+      const path = join(this.snapshotDirectory, `incoming-${index}-${++this.stagedSerial}.snap`);
       await writeFramed(path, chunks);
       this.staged.set(index, { index, path, chunks: null });
     } else {
@@ -505,10 +512,14 @@ export class ReplicatedNode<Request, Response> {
     this.receive(message);
   }
 
+  private stagedSerial = 0;
+
   /** At most one snapshot is staged: a newer one replaces it. */
   private async dropStaged(): Promise<void> {
-    for (const staged of this.staged.values()) if (staged.path !== null) await rm(staged.path, { force: true });
+    // Out of the map before anything is awaited, so an install starting meanwhile cannot pick a file being removed.
+    const dropped = [...this.staged.values()];
     this.staged.clear();
+    for (const staged of dropped) if (staged.path !== null) await rm(staged.path, { force: true });
   }
 
   private async installSnapshot(index: number, confState: ConfState): Promise<void> {
