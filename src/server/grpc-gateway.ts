@@ -1,12 +1,13 @@
 // An optional gRPC server that speaks etcd's v3 API for one member, so
 // etcdctl, clientv3 and the etcd3 npm client work against raftkv unchanged.
-// It serves KV (Range, Put, DeleteRange, Txn, Compact), Watch, Cluster
-// (MemberList, MemberAdd, MemberRemove, MemberPromote) and Maintenance
-// (Status, Hash, HashKV) from the .proto files in proto/ (etcd's own
-// definitions, field for field). Every response carries etcd's header
-// (cluster id, member id, revision, raft term); failures carry etcd's gRPC
-// code and message. Writes sent to a follower are forwarded to the leader
-// inside raftkv. Lease, Auth, Alarm, Defragment, Snapshot, MoveLeader and
+// It serves KV (Range, Put, DeleteRange, Txn, Compact), Watch, Lease
+// (LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases),
+// Cluster (MemberList, MemberAdd, MemberRemove, MemberPromote) and
+// Maintenance (Status, Hash, HashKV) from the .proto files in proto/
+// (etcd's own definitions, field for field). Every response carries etcd's
+// header (cluster id, member id, revision, raft term); failures carry etcd's
+// gRPC code and message. Writes sent to a follower are forwarded to the
+// leader inside raftkv. Auth, Alarm, Defragment, Snapshot, MoveLeader and
 // Downgrade answer UNIMPLEMENTED.
 
 import { existsSync } from 'node:fs';
@@ -35,6 +36,7 @@ import {
   type Header,
   type Message,
 } from './grpc-codec.ts';
+import { leaseMethods, serveLeaseKeepAliveStream } from './grpc-lease.ts';
 import { serveWatchStream, type WatchStreamLimits } from './grpc-watch.ts';
 import type { DeleteResult, Member, PutResult, RaftKV, RangeOptions, Status, TxnBuilder } from './raftkv.ts';
 
@@ -43,7 +45,8 @@ const log = createDebug('raftkv:grpc');
 /** What the gRPC gateway needs of a member (RaftKV fits). */
 export type GrpcStore = Pick<
   RaftKV,
-  'id' | 'put' | 'range' | 'delete' | 'txn' | 'compact' | 'watch' | 'members' | 'addMember' | 'addLearner' | 'removeMember' | 'promoteMember' | 'status' | 'hash'
+  | 'id' | 'put' | 'range' | 'delete' | 'txn' | 'compact' | 'watch' | 'members' | 'addMember' | 'addLearner' | 'removeMember' | 'promoteMember' | 'status' | 'hash'
+  | 'grant' | 'revoke' | 'keepAliveOnce' | 'timeToLive' | 'leases'
 >;
 
 /** How MemberList describes a member. */
@@ -70,6 +73,8 @@ export interface GrpcGatewayOptions {
   readonly watchStreamsMax?: number;
   /** Watches on one stream. Default 1,000. */
   readonly watchesPerStreamMax?: number;
+  /** LeaseKeepAlive streams open at once. Default 1,024. */
+  readonly keepAliveStreamsMax?: number;
   /** Serve TLS (PEM). With `ca`, clients must present a certificate it signed (mutual TLS). */
   readonly tls?: GrpcTlsOptions;
 }
@@ -126,6 +131,7 @@ export class GrpcGateway {
   private statusInFlight: Promise<Status> | null = null;
   private closing: Promise<void> | null = null;
   private readonly watchStreams = new Set<grpc.ServerDuplexStream<Message, unknown>>();
+  private readonly keepAliveStreams = new Set<grpc.ServerDuplexStream<Message, unknown>>();
   private port = 0;
   private host = '';
 
@@ -149,17 +155,18 @@ export class GrpcGateway {
       requestsInFlightMax: options.requestsInFlightMax ?? 1_024,
       watchStreamsMax: options.watchStreamsMax ?? 1_024,
       watchesPerStreamMax: options.watchesPerStreamMax ?? 1_000,
+      keepAliveStreamsMax: options.keepAliveStreamsMax ?? 1_024,
       ...(options.describeMember !== undefined ? { describeMember: options.describeMember } : {}),
       ...(options.tls !== undefined ? { tls: options.tls } : {}),
     };
-    for (const name of ['clusterId', 'messageBytesMax', 'requestsInFlightMax', 'watchStreamsMax', 'watchesPerStreamMax'] as const) {
+    for (const name of ['clusterId', 'messageBytesMax', 'requestsInFlightMax', 'watchStreamsMax', 'watchesPerStreamMax', 'keepAliveStreamsMax'] as const) {
       if (!Number.isSafeInteger(settings[name]) || settings[name] <= 0) throw new InvalidArgumentError(`${name} must be a positive integer`);
     }
     if (typeof settings.version !== 'string') throw new InvalidArgumentError('version must be a string');
     if (settings.describeMember !== undefined && typeof settings.describeMember !== 'function') throw new InvalidArgumentError('describeMember must be a function');
     const server = new grpc.Server({
       'grpc.max_receive_message_length': settings.messageBytesMax,
-      'grpc.max_concurrent_streams': settings.requestsInFlightMax + settings.watchStreamsMax,
+      'grpc.max_concurrent_streams': settings.requestsInFlightMax + settings.watchStreamsMax + settings.keepAliveStreamsMax,
     });
     const gateway = new GrpcGateway(store, server, settings);
     gateway.addServices();
@@ -181,7 +188,7 @@ export class GrpcGateway {
   /** Stops accepting, ends every watch stream and closes every connection; idempotent. */
   close(): Promise<void> {
     this.closing ??= new Promise<void>((resolve) => {
-      for (const stream of this.watchStreams) stream.end();
+      for (const stream of [...this.watchStreams, ...this.keepAliveStreams]) stream.end();
       this.server.forceShutdown();
       resolve();
     });
@@ -198,6 +205,7 @@ export class GrpcGateway {
         Txn: (request) => this.txn(request),
         Compact: (request) => this.compact(request),
       },
+      Lease: leaseMethods(this.store, (revision) => this.header(revision)),
       Cluster: {
         MemberList: async () => ({ header: await this.clusterHeader(), members: this.memberList() }),
         MemberAdd: (request) => this.memberAdd(request),
@@ -231,15 +239,26 @@ export class GrpcGateway {
     this.watch(stream);
   }
 
+  /** Serves one LeaseKeepAlive stream for the HTTP/JSON gateway's /v3/lease/keepalive. */
+  serveLeaseKeepAlive(stream: grpc.ServerDuplexStream<Message, unknown>): void {
+    this.keepAlive(stream);
+  }
+
   private addServices(): void {
     for (const [service, methods] of Object.entries(this.unaryMethods())) {
       const handlers: grpc.UntypedServiceImplementation = {};
       for (const [method, handler] of Object.entries(methods)) handlers[method] = this.unary(handler);
+      if (service === 'Lease') Object.assign(handlers, this.leaseHandlers());
       this.server.addService(serviceOf(service), handlers);
     }
     this.server.addService(serviceOf('Watch'), {
       Watch: (stream: grpc.ServerDuplexStream<Message, unknown>) => this.watch(stream),
     });
+  }
+
+  /** Lease's service: its unary methods plus the keep-alive stream. */
+  private leaseHandlers(): grpc.UntypedServiceImplementation {
+    return { LeaseKeepAlive: (stream: grpc.ServerDuplexStream<Message, unknown>) => this.keepAlive(stream) };
   }
 
   /** A unary handler: bounded in flight, every failure as etcd's status. */
@@ -273,6 +292,15 @@ export class GrpcGateway {
     this.watchStreams.add(stream);
     const limits: WatchStreamLimits = { watchesMax: this.options.watchesPerStreamMax };
     void serveWatchStream(stream, this.store, (revision) => this.header(revision), limits).finally(() => this.watchStreams.delete(stream));
+  }
+
+  private keepAlive(stream: grpc.ServerDuplexStream<Message, unknown>): void {
+    if (this.keepAliveStreams.size >= this.options.keepAliveStreamsMax || this.closing !== null) {
+      stream.emit('error', TOO_MANY_REQUESTS().toStatus());
+      return;
+    }
+    this.keepAliveStreams.add(stream);
+    void serveLeaseKeepAliveStream(stream, this.store, (revision) => this.header(revision)).finally(() => this.keepAliveStreams.delete(stream));
   }
 
   /** The member's status, one request at a time however many callers ask (headers need the term). */

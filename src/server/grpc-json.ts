@@ -6,7 +6,10 @@
 // definitions the gRPC server uses, handled by the very same code, and the
 // response written back through the protobuf message, so the JSON shapes
 // cannot drift from the gRPC ones. POST /v3/watch streams one JSON object
-// per line, {"result": WatchResponse}, until the client goes away.
+// per line, {"result": WatchResponse}, until the client goes away; POST
+// /v3/lease/keepalive answers each request of its body the same way,
+// {"result": LeaseKeepAliveResponse} per line, then ends (etcd's stream
+// ends when the client's requests do).
 // Mount it alone, or behind HttpGateway (its `fallback` option) for the
 // paths that one does not serve.
 
@@ -38,13 +41,27 @@ const ROUTES: Readonly<Record<string, readonly [string, string]>> = {
   '/v3/maintenance/hash': ['Maintenance', 'Hash'],
   '/v3/maintenance/hashkv': ['Maintenance', 'HashKV'],
   '/v3/watch': ['Watch', 'Watch'],
+  '/v3/lease/grant': ['Lease', 'LeaseGrant'],
+  '/v3/lease/revoke': ['Lease', 'LeaseRevoke'],
+  '/v3/kv/lease/revoke': ['Lease', 'LeaseRevoke'],
+  '/v3/lease/keepalive': ['Lease', 'LeaseKeepAlive'],
+  '/v3/lease/timetolive': ['Lease', 'LeaseTimeToLive'],
+  '/v3/kv/lease/timetolive': ['Lease', 'LeaseTimeToLive'],
+  '/v3/lease/leases': ['Lease', 'LeaseLeases'],
+  '/v3/kv/lease/leases': ['Lease', 'LeaseLeases'],
+};
+
+/** The streaming methods: the gateway's function that serves one stream of each. */
+const STREAMS: Readonly<Record<string, (gateway: GrpcGateway, stream: ServerDuplexStream<Message, unknown>) => void>> = {
+  'Watch.Watch': (gateway, stream) => gateway.serveWatch(stream),
+  'Lease.LeaseKeepAlive': (gateway, stream) => gateway.serveLeaseKeepAlive(stream),
 };
 
 /** grpc-gateway's HTTP status for each gRPC code. */
 const HTTP_OF_GRPC: Readonly<Partial<Record<GrpcStatus, number>>> = {
   [GrpcStatus.INVALID_ARGUMENT]: 400,
   [GrpcStatus.OUT_OF_RANGE]: 400,
-  [GrpcStatus.FAILED_PRECONDITION]: 400,
+  [GrpcStatus.FAILED_PRECONDITION]: 412, // grpc-gateway v1, as etcd 3.4 and 3.5 ship it
   [GrpcStatus.NOT_FOUND]: 404,
   [GrpcStatus.RESOURCE_EXHAUSTED]: 429,
   [GrpcStatus.UNIMPLEMENTED]: 501,
@@ -68,6 +85,7 @@ function loadDefinitions(options: protoLoader.Options): Readonly<Record<string, 
     Cluster: definition['etcdserverpb.Cluster'] as MethodDefinitions,
     Maintenance: definition['etcdserverpb.Maintenance'] as MethodDefinitions,
     Watch: definition['etcdserverpb.Watch'] as MethodDefinitions,
+    Lease: definition['etcdserverpb.Lease'] as MethodDefinitions,
   };
 }
 
@@ -136,8 +154,9 @@ export class EtcdJsonApi {
       if (request.method !== 'POST') throw new GrpcCallError(GrpcStatus.UNIMPLEMENTED, `${request.url ?? ''} takes POST, not ${request.method ?? '?'}`);
       const codec = codecOf(service, method);
       const body = await this.readBody(request);
-      if (service === 'Watch') {
-        this.watch(codec, body, request, response);
+      const serveStream = STREAMS[`${service}.${method}`];
+      if (serveStream !== undefined) {
+        this.stream(codec, body, request, response, serveStream);
         return;
       }
       let message: Message;
@@ -155,8 +174,19 @@ export class EtcdJsonApi {
     }
   }
 
-  /** /v3/watch: the body's requests (one JSON object, or several, one per line) open the stream; responses go out one per line. */
-  private watch(codec: Codec, bodies: unknown, request: IncomingMessage, response: ServerResponse): void {
+  /**
+   * A streaming method (/v3/watch, /v3/lease/keepalive): the body's requests
+   * (one JSON object, or several, one per line) are the stream's requests;
+   * responses go out one per line until the method ends the stream or the
+   * client goes away.
+   */
+  private stream(
+    codec: Codec,
+    bodies: unknown,
+    request: IncomingMessage,
+    response: ServerResponse,
+    serve: (gateway: GrpcGateway, stream: ServerDuplexStream<Message, unknown>) => void,
+  ): void {
     const requests = (Array.isArray(bodies) ? bodies : [bodies]).map((body) => codec.request(body));
     response.writeHead(200, { 'content-type': 'application/json' });
     const stream = new Duplex({
@@ -178,7 +208,7 @@ export class EtcdJsonApi {
     stream.push(null);
     response.on('close', () => stream.destroy());
     request.on('error', () => stream.destroy());
-    this.gateway.serveWatch(stream as unknown as ServerDuplexStream<Message, unknown>);
+    serve(this.gateway, stream as unknown as ServerDuplexStream<Message, unknown>);
   }
 
   /** The body as JSON: one object, or (for /v3/watch) several, one per line. */

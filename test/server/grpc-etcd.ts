@@ -1,6 +1,6 @@
 // Shared by the tests that compare raftkv with a real etcd: make sure etcd
-// and etcdctl are installed (or fail saying how to install them), and run
-// a throwaway one-member etcd on free loopback ports.
+// and etcdctl are installed (or fail saying how to install them), run a
+// throwaway one-member etcd on free loopback ports, and run etcdctl.
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -60,4 +60,36 @@ export async function startEtcd(isReady: (endpoint: string) => Promise<boolean>)
     throw error;
   }
   return { endpoint, peerUrl, stop };
+}
+
+export interface Outcome {
+  readonly stdout: string;
+  /** Only etcdctl's "Error: …" lines: its other stderr lines are timestamped logs. */
+  readonly errors: string;
+  readonly status: number | null;
+}
+
+/** Runs etcdctl without blocking: the raftkv member under test lives in this process. */
+export function etcdctl(endpoint: string, args: readonly string[], input = ''): Promise<Outcome> {
+  const child = spawn('etcdctl', ['--dial-timeout=3s', '--command-timeout=5s', `--endpoints=${endpoint}`, ...args], {
+    env: { ...process.env, ETCDCTL_API: '3' },
+  });
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  child.stdout.on('data', (piece: Buffer) => stdout.push(piece));
+  child.stderr.on('data', (piece: Buffer) => stderr.push(piece));
+  child.stdin.end(input);
+  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      const errors = Buffer.concat(stderr)
+        .toString('utf8')
+        .split('\n')
+        .filter((line) => line.startsWith('Error:') || line.startsWith('Failed'))
+        .join('\n');
+      resolve({ stdout: Buffer.concat(stdout).toString('utf8'), errors, status });
+    });
+  });
 }

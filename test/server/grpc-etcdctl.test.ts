@@ -13,39 +13,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createCluster } from '../../src/server/cluster.ts';
 import { GrpcGateway } from '../../src/server/grpc-gateway.ts';
-import { startEtcd, type RealEtcd } from './grpc-etcd.ts';
-
-interface Outcome {
-  readonly stdout: string;
-  /** Only etcdctl's "Error: …" lines: its other stderr lines are timestamped logs. */
-  readonly errors: string;
-  readonly status: number | null;
-}
-
-/** Runs etcdctl without blocking: the raftkv member under test lives in this process. */
-export function etcdctl(endpoint: string, args: readonly string[], input = ''): Promise<Outcome> {
-  const child = spawn('etcdctl', ['--dial-timeout=3s', '--command-timeout=5s', `--endpoints=${endpoint}`, ...args], {
-    env: { ...process.env, ETCDCTL_API: '3' },
-  });
-  const stdout: Buffer[] = [];
-  const stderr: Buffer[] = [];
-  child.stdout.on('data', (piece: Buffer) => stdout.push(piece));
-  child.stderr.on('data', (piece: Buffer) => stderr.push(piece));
-  child.stdin.end(input);
-  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      const errors = Buffer.concat(stderr)
-        .toString('utf8')
-        .split('\n')
-        .filter((line) => line.startsWith('Error:') || line.startsWith('Failed'))
-        .join('\n');
-      resolve({ stdout: Buffer.concat(stdout).toString('utf8'), errors, status });
-    });
-  });
-}
+import { etcdctl, startEtcd, type Outcome, type RealEtcd } from './grpc-etcd.ts';
 
 /** A long-running `etcdctl watch`: its stdout so far, and a way to stop it. */
 function startWatch(endpoint: string, args: readonly string[]): { output: () => string; stop: (interrupt?: boolean) => Promise<Outcome> } {
