@@ -64,12 +64,14 @@ export class RaftLog {
 
   /** Term at index, or 0 when it is not available (compacted or beyond the end). */
   termOrZero(index: number): number {
-    try {
-      return this.term(index);
-    } catch (error) {
-      if (error instanceof LogCompactedError || error instanceof LogUnavailableError) return 0;
-      throw error;
-    }
+    // Checked up front rather than caught: a follower asks this of every new
+    // entry it receives, and building an error per entry was a visible cost.
+    const offset = this.unstableOffset;
+    if (index >= offset && index < offset + this.unstableEntries.length) return this.unstableEntries[index - offset]!.term;
+    const snapshot = this.unstableSnapshot;
+    if (snapshot !== null && index <= snapshot.index) return index === snapshot.index ? snapshot.term : 0;
+    if (index > this.lastIndex() || index < this.firstIndex() - 1) return 0;
+    return this.storage.term(index);
   }
 
   lastTerm(): number {
