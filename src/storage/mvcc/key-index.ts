@@ -94,21 +94,31 @@ export function unreachableCount(history: KeyHistory, compactRevision: number): 
 
 export class KeyIndex {
   private readonly tree = new SortedMapClass<string, KeyHistory>(undefined, compareStrings);
+  /**
+   * The same histories by key, for point lookups: every put and every
+   * single-key read looks its key up, and a hash lookup costs a fraction of
+   * a descent through the tree's string comparisons (about 40 bytes a key).
+   */
+  private readonly byKey = new Map<string, KeyHistory>();
 
   get keyCount(): number {
     return this.tree.size;
   }
 
   history(key: string): KeyHistory | undefined {
-    return this.tree.get(key);
+    return this.byKey.get(key);
   }
 
-  /** Appends a revision to a key's history; it must be newer than the last. */
-  append(indexKey: string, key: Uint8Array, record: RevisionRecord): void {
-    let history = this.tree.get(indexKey);
+  /**
+   * Appends a revision to a key's history; it must be newer than the last.
+   * A caller that just looked the history up passes it, saving a lookup.
+   */
+  append(indexKey: string, key: Uint8Array, record: RevisionRecord, known: KeyHistory | undefined = this.byKey.get(indexKey)): void {
+    let history = known;
     if (history === undefined) {
       history = { key, revisions: [] };
       this.tree.set(indexKey, history);
+      this.byKey.set(indexKey, history);
     }
     const last = history.revisions[history.revisions.length - 1];
     if (last !== undefined) {
@@ -124,7 +134,7 @@ export class KeyIndex {
   /** Visits the histories of the keys in bounds, in key order, until visit returns false. */
   forEachInBounds(bounds: IndexBounds, visit: (indexKey: string, history: KeyHistory) => boolean): void {
     if (bounds.single) {
-      const history = this.tree.get(bounds.start);
+      const history = this.byKey.get(bounds.start);
       if (history !== undefined) visit(bounds.start, history);
       return;
     }
@@ -160,11 +170,15 @@ export class KeyIndex {
       for (const record of history.revisions.splice(0, count)) dropped.push({ main: record.main, sub: record.sub });
       if (history.revisions.length === 0) emptied.push(indexKey);
     }
-    for (const indexKey of emptied) this.tree.delete(indexKey);
+    for (const indexKey of emptied) {
+      this.tree.delete(indexKey);
+      this.byKey.delete(indexKey);
+    }
     return { dropped, nextKey };
   }
 
   clear(): void {
     this.tree.clear();
+    this.byKey.clear();
   }
 }

@@ -360,7 +360,7 @@ export class MvccStore {
       const history = this.index.history(keyInIndex);
       const previous = history === undefined ? undefined : history.revisions[history.revisions.length - 1];
       if (previous !== undefined && !previous.tombstone && previous.lease !== 0) this.detach(previous.lease, keyInIndex);
-      this.index.append(keyInIndex, key, record);
+      this.index.append(keyInIndex, key, record, history);
       if (!record.tombstone && record.lease !== 0) this.attach(record.lease, keyInIndex);
     }
     for (const [id, record] of batch.leaseChanges) {
