@@ -58,6 +58,12 @@ interface Run {
 
 type Operation = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
 
+// A log entry lives from its save until the snapshot after it compacts the
+// log (10,000 entries by default): a memtable this size holds that span at
+// 256-byte entries, so few short-lived runs are flushed and recompacted.
+// Entries are already packed and checksummed; snappy would only cost CPU.
+const LOG_WRITE_BUFFER_BYTES = 16 * 1024 * 1024;
+
 const EMPTY_CONF: ConfState = { voters: [], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
 
 export class ClassicLogStorage implements LogStorage {
@@ -73,7 +79,7 @@ export class ClassicLogStorage implements LogStorage {
 
   static async open(directory: string): Promise<ClassicLogStorage> {
     if (typeof directory !== 'string' || directory.length === 0) throw new InvalidArgumentError('directory must be a non-empty string');
-    const db: Database = new ClassicLevel(directory, { keyEncoding: 'view', valueEncoding: 'view' });
+    const db: Database = new ClassicLevel(directory, { keyEncoding: 'view', valueEncoding: 'view', writeBufferSize: LOG_WRITE_BUFFER_BYTES, compression: false });
     await db.open();
     try {
       const { view, runs } = await recover(db);
