@@ -26,7 +26,7 @@ import { RawNode, decodeConfChange } from '../raft/raw-node.ts';
 import { ConfChangeType, EntryType, MessageType, NONE, Role } from '../raft/types.ts';
 import type { ConfChange, ConfState, Entry, Message, NodeId, Ready } from '../raft/types.ts';
 import type { LogStorage } from '../storage/log/types.ts';
-import { decodeProposal, encodeProposal } from './codec.ts';
+import { decodeProposal, encodeProposal, proposalId } from './codec.ts';
 import type { StateMachinePort, TransportPort } from './ports.ts';
 import { ProposalTracker } from './proposals.ts';
 import { ReadIndexBatcher } from './read-index.ts';
@@ -312,7 +312,7 @@ export class ReplicatedNode<Request, Response> {
       if (entry.type !== EntryType.Normal || entry.data.length === 0) return true;
       let id: string;
       try {
-        const { node, sequence } = decodeProposal<unknown>(entry.data);
+        const { node, sequence } = proposalId(entry.data);
         id = `${node}:${sequence}`;
       } catch {
         log('node %d: dropped a forwarded proposal that does not decode, from %d', this.id, message.from);
