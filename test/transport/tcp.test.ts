@@ -11,7 +11,7 @@ import { Packr } from 'msgpackr';
 import { createRandom } from '../../src/raft/random.ts';
 import { MessageType } from '../../src/raft/types.ts';
 import type { Message } from '../../src/raft/types.ts';
-import { encodeMessages } from '../../src/transport/codec.ts';
+import { FRAME_VERSION, encodeMessages } from '../../src/transport/codec.ts';
 import { TcpTransport } from '../../src/transport/tcp.ts';
 import type { TcpTransportOptions } from '../../src/transport/tcp.ts';
 import { decodeMessages } from '../../src/transport/codec.ts';
@@ -130,7 +130,7 @@ test('bad input closes only the connection that sent it; the member keeps workin
   const wrongVersion = frame(FrameKind.Messages, encodeMessages([message(2, 1, 1)]));
   wrongVersion[4] = TCP_PROTOCOL_VERSION + 1;
   const codecVersion2 = encodeMessages([message(2, 1, 1)]);
-  codecVersion2[0] = 2;
+  codecVersion2[0] = FRAME_VERSION + 1;
   const oversize = Buffer.alloc(4);
   oversize.writeUInt32BE(70 * 1024, 0);
   const cases: { name: string; before?: Buffer; bytes: Buffer; refused?: boolean }[] = [
