@@ -121,33 +121,68 @@ function drainedOrClosed(stream: Stream): Promise<void> {
   });
 }
 
+/** Renewals one keep-alive stream has in flight at most (a client such as Go's clientv3 renews all its leases on one stream). */
+export const RENEWALS_PER_STREAM_MAX = 32;
+
+/** One request's answer: the lease's TTL, or 0 if it does not exist. */
+async function renewal(request: Message, store: LeaseStore, header: HeaderOf): Promise<Message> {
+  // The header is taken before the renewal, as etcd does: its revision is never above the renewal's.
+  const response = { header: await header(0), ID: wireIdOf(request), TTL: 0 };
+  const id = storedLeaseIdOf(request);
+  if (id === null) return response;
+  try {
+    response.TTL = (await store.keepAliveOnce(id)).ttlSeconds;
+  } catch (error) {
+    if (!isLeaseNotFound(error)) throw error;
+  }
+  return response;
+}
+
 /**
- * Serves one LeaseKeepAlive stream: each request renewed in turn and
- * answered with the lease's TTL (0 if it does not exist). The header is
- * taken before the renewal, as etcd does, so its revision is never above
- * the one at which the renewal happened. The stream ends when the client
- * ends its requests; any other failure ends it with etcd's status.
+ * Serves one LeaseKeepAlive stream: every request is answered with the
+ * lease's TTL (0 if it does not exist), in the order the requests came, as
+ * etcd does. Up to RENEWALS_PER_STREAM_MAX renewals (each a Raft entry) run
+ * at once, so a stream carrying many leases is not one fsync per lease
+ * behind; beyond that, and while the client does not read, requests wait.
+ * The stream ends when the client ends its requests; any other failure ends
+ * it with etcd's status.
  */
 export async function serveLeaseKeepAliveStream(stream: Stream, store: LeaseStore, header: HeaderOf): Promise<void> {
-  try {
-    // destroyOnReturn false: the end of the requests (a half-close) must not tear down the responses.
-    for await (const request of stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Message>) {
-      const response = { header: await header(0), ID: wireIdOf(request), TTL: 0 };
-      const id = storedLeaseIdOf(request);
-      if (id !== null) {
-        try {
-          response.TTL = (await store.keepAliveOnce(id)).ttlSeconds;
-        } catch (error) {
-          if (!isLeaseNotFound(error)) throw error;
-        }
-      }
-      if (stream.destroyed || stream.writableEnded) return;
-      if (!stream.write(response)) await drainedOrClosed(stream);
-    }
-    if (!stream.destroyed && !stream.writableEnded) stream.end();
-  } catch (error) {
+  const writes = new Set<Promise<void>>();
+  let lastWrite: Promise<void> = Promise.resolve();
+  let failed = false;
+  const fail = (error: unknown): void => {
+    if (failed) return;
+    failed = true;
     const failure = grpcErrorOf(error);
     log('lease keep-alive stream ended: %s', failure.message);
     if (!stream.destroyed && !stream.writableEnded) stream.emit('error', failure.toStatus());
+  };
+  try {
+    // destroyOnReturn false: the end of the requests (a half-close) must not tear down the responses.
+    for await (const request of stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Message>) {
+      const answer = renewal(request, store, header);
+      answer.catch(() => undefined); // observed below, in order; a failure must not be "unhandled" meanwhile
+      const write = lastWrite.then(async () => {
+        const response = await answer;
+        if (!stream.destroyed && !stream.writableEnded) stream.write(response);
+      });
+      lastWrite = write;
+      writes.add(write);
+      void write.then(
+        () => writes.delete(write),
+        (error: unknown) => {
+          writes.delete(write);
+          fail(error);
+        },
+      );
+      if (writes.size >= RENEWALS_PER_STREAM_MAX) await Promise.race(writes);
+      if (stream.writableNeedDrain) await drainedOrClosed(stream);
+      if (failed || stream.destroyed || stream.writableEnded) break;
+    }
+    await lastWrite;
+    if (!stream.destroyed && !stream.writableEnded) stream.end();
+  } catch (error) {
+    fail(error);
   }
 }
