@@ -1,7 +1,8 @@
 // raftkv's command line. `raftkv serve` runs one member as its own process:
 // its Raft log and store under --data-dir, its peers reached over TCP (TLS
 // when --tls-* are given), and optionally a small etcd-style HTTP/JSON
-// endpoint for clients on --client-listen. SIGTERM or SIGINT closes the
+// endpoint for clients on --client-listen (and etcd's gRPC API on
+// --grpc-listen). SIGTERM or SIGINT closes the
 // member cleanly. A member's name is `n<id>` (or just its id): the positive
 // integer in it is its Raft member id. Bad flags get a one-line reason and
 // exit code 2. See docs/transport.md.
@@ -11,6 +12,7 @@ import { parseArgs } from 'node:util';
 import createDebug from 'debug';
 import { RaftKVError } from './raft/errors.ts';
 import type { NodeId } from './raft/types.ts';
+import type { GrpcGateway } from './server/grpc-gateway.ts';
 import type { HttpGateway } from './server/http-gateway.ts';
 import type { RaftKV } from './server/raftkv.ts';
 import { parseAddress } from './transport/tcp-connection.ts';
@@ -30,6 +32,9 @@ Runs one raftkv member as its own process.
   --join                      join an existing cluster (the member was added with addMember)
                               instead of founding one with --peers as the first members
   --client-listen <host:port> serve etcd's HTTP/JSON gateway (a subset) here; keep it on loopback
+  --grpc-listen <host:port>   serve etcd's gRPC API here (no TLS: keep it on loopback); with
+                              --client-listen, the HTTP/JSON endpoint then also serves the rest of
+                              etcd's gateway (txn, compaction, hash, hashkv, members, watch, leases)
   --tls-ca <file>             CA certificate (PEM) that signs every member's certificate
   --tls-cert <file>           this member's certificate (PEM); must name member-<id>
   --tls-key <file>            its private key (PEM)
@@ -56,6 +61,7 @@ export interface ServeConfig {
   readonly peers: ReadonlyMap<NodeId, string>;
   readonly join: boolean;
   readonly clientListen: string | undefined;
+  readonly grpcListen: string | undefined;
   readonly tlsFiles: { readonly ca: string; readonly cert: string; readonly key: string } | undefined;
   readonly allowPlainTcp: boolean;
   readonly tickMs: number | undefined;
@@ -112,7 +118,7 @@ export function parseServeFlags(args: readonly string[]): ServeConfig | 'help' {
       allowPositionals: false,
       options: {
         name: { type: 'string' }, id: { type: 'string' }, 'data-dir': { type: 'string' }, listen: { type: 'string' },
-        peers: { type: 'string' }, join: { type: 'boolean' }, 'client-listen': { type: 'string' },
+        peers: { type: 'string' }, join: { type: 'boolean' }, 'client-listen': { type: 'string' }, 'grpc-listen': { type: 'string' },
         'tls-ca': { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
         'allow-plain-tcp': { type: 'boolean' }, 'tick-ms': { type: 'string' }, 'election-ticks': { type: 'string' },
         'request-timeout-ms': { type: 'string' }, 'snapshot-entries': { type: 'string' }, help: { type: 'boolean', short: 'h' },
@@ -137,6 +143,7 @@ export function parseServeFlags(args: readonly string[]): ServeConfig | 'help' {
     throw new UsageError('--tls-ca, --tls-cert and --tls-key go together');
   }
   const clientListen = text('client-listen');
+  const grpcListen = text('grpc-listen');
   const join = values.join === true;
   const peers = parsePeers(text('peers'), id);
   if (join && peers.size === 0) throw new UsageError('--join needs --peers: the members to reach');
@@ -147,6 +154,7 @@ export function parseServeFlags(args: readonly string[]): ServeConfig | 'help' {
     peers,
     join,
     clientListen: clientListen === undefined ? undefined : checkAddress(clientListen, '--client-listen', true),
+    grpcListen: grpcListen === undefined ? undefined : checkAddress(grpcListen, '--grpc-listen', true),
     tlsFiles: tls[0] === undefined ? undefined : { ca: tls[0], cert: tls[1] as string, key: tls[2] as string },
     allowPlainTcp: values['allow-plain-tcp'] === true,
     tickMs: positive(text('tick-ms'), '--tick-ms'),
@@ -171,6 +179,7 @@ export interface RunningMember {
   readonly kv: RaftKV;
   readonly transport: TcpTransport;
   readonly gateway: HttpGateway | null;
+  readonly grpcGateway: GrpcGateway | null;
   /** Closes the gateway, then the member (and with it the transport); idempotent. */
   stop(): Promise<void>;
 }
@@ -209,24 +218,36 @@ export async function startMember(config: ServeConfig, onFatal: (error: Error) =
     throw error;
   }
   let gateway: HttpGateway | null = null;
-  if (config.clientListen !== undefined) {
-    try {
-      gateway = await HttpGateway.start(kv, { listen: config.clientListen });
-    } catch (error) {
-      await kv.close();
-      throw error;
+  let grpcGateway: GrpcGateway | null = null;
+  try {
+    if (config.grpcListen !== undefined) grpcGateway = await startGrpc(kv, config.grpcListen);
+    if (config.clientListen !== undefined) {
+      const { EtcdJsonApi } = await import('./server/grpc-json.ts');
+      const api = grpcGateway === null ? null : new EtcdJsonApi(grpcGateway);
+      gateway = await HttpGateway.start(kv, { listen: config.clientListen, ...(api === null ? {} : { fallback: (request, response) => api.handle(request, response) }) });
     }
+  } catch (error) {
+    await grpcGateway?.close();
+    await kv.close();
+    throw error;
   }
   let stopping: Promise<void> | null = null;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       await gateway?.close();
+      await grpcGateway?.close();
       await kv.close();
       await transport.close();
     })();
     return stopping;
   };
-  return { kv, transport, gateway, stop };
+  return { kv, transport, gateway, grpcGateway, stop };
+}
+
+/** etcd's gRPC API for `kv` on `listen` (loaded only when asked for: it reads the .proto files). */
+async function startGrpc(kv: RaftKV, listen: string): Promise<GrpcGateway> {
+  const { GrpcGateway } = await import('./server/grpc-gateway.ts');
+  return GrpcGateway.start(kv, { listen });
 }
 
 /** Runs `serve` until SIGTERM/SIGINT; resolves with the exit code. */
@@ -238,7 +259,8 @@ async function serve(config: ServeConfig): Promise<number> {
     fatal = error;
     wake();
   });
-  const clients = member.gateway === null ? '' : `, clients on http://${member.gateway.address}`;
+  const grpcClients = member.grpcGateway === null ? '' : `, gRPC clients on ${member.grpcGateway.address}`;
+  const clients = (member.gateway === null ? '' : `, clients on http://${member.gateway.address}`) + grpcClients;
   process.stdout.write(
     `raftkv: member ${config.id} ready (peers on ${member.transport.address} over ${config.tlsFiles === undefined ? 'TCP' : 'TLS'}${clients})\n`,
   );
