@@ -6,11 +6,15 @@
 // thread (as one per process in production; etcd runs three processes),
 // over MessagePort transports with classic-level storage (every write synced
 // on a quorum), each member serving its own GrpcGateway. etcd is started as
-// bench/targets/etcd.ts starts it (three members on loopback). Prints a
-// progress line per case and a table with the ratio at the end.
+// bench/targets/etcd.ts starts it (three members on loopback). A third
+// target, "grpc-js floor", is three worker threads whose gRPC servers answer
+// Put and Range at once with an empty response (no store at all): the most
+// any Node.js gRPC server reaches with this client on this machine, so the
+// table shows how much of raftkv's gap to etcd is grpc-js itself. Prints a
+// progress line per case and a table with the ratios at the end.
 //
 // Options: --seconds N (per case, default 10) --warmup N (default 2)
-//          --callers 16,256 --only raftkv|etcd
+//          --callers 16,256 --only raftkv|etcd|floor
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir, loadavg, cpus } from 'node:os';
@@ -26,10 +30,36 @@ import { etcdAvailable, startEtcdTarget } from './targets/etcd.ts';
 
 interface MemberSetup {
   readonly gatewayBenchMember: true;
+  /** A grpc-js server with no store behind it instead of a member. */
+  readonly floor?: boolean;
   readonly id: number;
   readonly dataDir: string;
   readonly members: number[];
   readonly peers: [number, MessagePort][];
+}
+
+/** The floor: KV.Put and KV.Range answered at once, through the same .proto files and grpc-js server as the gateway. */
+async function runFloor(): Promise<void> {
+  const grpc = await import('@grpc/grpc-js');
+  const protoLoader = await import('@grpc/proto-loader');
+  const { PROTO_FILE, protoDirectory } = await import('../src/server/grpc-gateway.ts');
+  const definition = protoLoader.loadSync(PROTO_FILE, { includeDirs: [protoDirectory()], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+  const kvService = (grpc.loadPackageDefinition(definition).etcdserverpb as import('@grpc/grpc-js').GrpcObject).KV as import('@grpc/grpc-js').ServiceClientConstructor;
+  const server = new grpc.Server();
+  const header = { cluster_id: '1', member_id: '1', revision: 1, raft_term: 1 };
+  const answer = (response: object) => (_call: unknown, callback: (error: null, value: object) => void): void => callback(null, response);
+  server.addService(kvService.service, { Put: answer({ header }), Range: answer({ header, kvs: [], count: 0 }) });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error))),
+  );
+  parentPort?.on('message', (message: string) => {
+    if (message === 'status') parentPort?.postMessage({ isLeader: true });
+    if (message === 'close') {
+      server.forceShutdown();
+      parentPort?.postMessage('closed');
+    }
+  });
+  parentPort?.postMessage({ address: `127.0.0.1:${port}` });
 }
 
 async function runMember(setup: MemberSetup): Promise<void> {
@@ -53,7 +83,8 @@ async function runMember(setup: MemberSetup): Promise<void> {
 }
 
 if (!isMainThread && (workerData as Partial<MemberSetup> | null)?.gatewayBenchMember === true) {
-  await runMember(workerData as MemberSetup);
+  if ((workerData as MemberSetup).floor === true) await runFloor();
+  else await runMember(workerData as MemberSetup);
 } else if (isMainThread) {
   await main();
 }
@@ -98,7 +129,7 @@ function etcd3Target(name: string, client: Etcd3, close: () => Promise<void>): B
   };
 }
 
-async function startRaftkvGateways(directory: string): Promise<BenchTarget> {
+async function startRaftkvGateways(directory: string, floor = false): Promise<BenchTarget> {
   const ids = [1, 2, 3];
   const peerPorts = new Map<number, [number, MessagePort][]>(ids.map((id) => [id, []]));
   for (const a of ids) {
@@ -115,7 +146,7 @@ async function startRaftkvGateways(directory: string): Promise<BenchTarget> {
   const members = await Promise.all(
     ids.map(async (id) => {
       const peers = peerPorts.get(id) ?? [];
-      const setup: MemberSetup = { gatewayBenchMember: true, id, dataDir: join(directory, `member-${id}`), members: ids, peers };
+      const setup: MemberSetup = { gatewayBenchMember: true, id, dataDir: join(directory, `member-${id}`), members: ids, peers, floor };
       const worker = new Worker(bootstrap, { eval: true, workerData: setup, transferList: peers.map(([, port]) => port) });
       const { address } = (await new Promise((resolve, reject) => {
         worker.once('message', resolve);
@@ -131,7 +162,7 @@ async function startRaftkvGateways(directory: string): Promise<BenchTarget> {
     await sleep(50);
   }
   const client = new Etcd3({ hosts: members.map(({ address }) => `http://${address}`) });
-  return etcd3Target('raftkv', client, async () => {
+  return etcd3Target(floor ? 'floor' : 'raftkv', client, async () => {
     client.close();
     for (const { worker } of members) await request(worker, 'close');
     await Promise.all(members.map(({ worker }) => worker.terminate()));
@@ -171,14 +202,16 @@ async function runCases(target: BenchTarget, callerCounts: readonly number[], ro
 function printTable(rows: readonly Row[]): void {
   const number = (value: number | undefined, digits = 0): string =>
     value === undefined ? '—' : value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
-  const header = ['workload', 'callers', 'raftkv ops/s', 'p50 ms', 'p99 ms', 'etcd ops/s', 'p50 ms', 'p99 ms', 'raftkv/etcd'];
+  const header = ['workload', 'callers', 'raftkv ops/s', 'p50 ms', 'p99 ms', 'etcd ops/s', 'p50 ms', 'p99 ms', 'raftkv/etcd', 'grpc-js floor ops/s', 'raftkv/floor'];
+  const ratio = (a: LoadResult | undefined, b: LoadResult | undefined): string =>
+    a !== undefined && b !== undefined && b.perSecond > 0 ? `${(a.perSecond / b.perSecond).toFixed(2)}×` : '—';
   const lines = rows.map((row) => {
-    const [raftkv, etcd] = [row.results.get('raftkv'), row.results.get('etcd')];
-    const ratio = raftkv !== undefined && etcd !== undefined && etcd.perSecond > 0 ? `${(raftkv.perSecond / etcd.perSecond).toFixed(2)}×` : '—';
+    const [raftkv, etcd, floor] = [row.results.get('raftkv'), row.results.get('etcd'), row.results.get('floor')];
     return [
       row.workload, String(row.callers),
       number(raftkv?.perSecond), number(raftkv?.p50Ms, 2), number(raftkv?.p99Ms, 2),
-      number(etcd?.perSecond), number(etcd?.p50Ms, 2), number(etcd?.p99Ms, 2), ratio,
+      number(etcd?.perSecond), number(etcd?.p50Ms, 2), number(etcd?.p99Ms, 2), ratio(raftkv, etcd),
+      number(floor?.perSecond), ratio(raftkv, floor),
     ];
   });
   const widths = header.map((title, column) => Math.max(title.length, ...lines.map((line) => line[column]?.length ?? 0)));
@@ -217,6 +250,14 @@ async function main(): Promise<void> {
         await target.close();
       }
     } else if (only === undefined) console.error('etcd is not installed: raftkv only (Debian: apt-get install etcd-server)');
+    if (only === undefined || only === 'floor') {
+      const target = await startRaftkvGateways(join(directory, 'floor'), true);
+      try {
+        await runCases(target, callerCounts, rows, seconds, warmupSeconds);
+      } finally {
+        await target.close();
+      }
+    }
   } finally {
     await rm(directory, { recursive: true, force: true });
   }
