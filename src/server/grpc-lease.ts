@@ -50,7 +50,7 @@ function wireIdOf(message: Message): string | number {
 function grantTtlOf(message: Message): number {
   const value = message.TTL;
   const ttl = typeof value === 'string' ? Number(value) : typeof value === 'number' ? value : 0;
-  if (!Number.isFinite(ttl)) throw LEASE_TTL_TOO_LARGE();
+  if (Number.isNaN(ttl)) throw new GrpcCallError(GrpcStatus.INVALID_ARGUMENT, 'etcdserver: TTL must be an integer');
   if (ttl > LEASE_TTL_SECONDS_MAX) throw LEASE_TTL_TOO_LARGE();
   // raftkv raises a TTL of 1 to its minimum, as etcd raises anything below its own.
   return ttl < 1 ? 1 : Math.floor(ttl);
@@ -72,7 +72,11 @@ export function leaseMethods(store: LeaseStore, header: HeaderOf): Readonly<Reco
         if (stored === null) throw new GrpcCallError(GrpcStatus.INVALID_ARGUMENT, `etcdserver: raftkv lease ids are from 1 to ${LEASE_ID_MAX}; ${String(wanted)} is not`);
         id = stored;
       }
-      const granted = await store.grant(ttl, id);
+      const granted = await store.grant(ttl, id).catch((error: unknown) => {
+        // raftkv bounds its lease table (leasesMax); etcd has no such limit, so no message of its own.
+        if (error instanceof RaftKVError && error.code === 'RAFTKV_TOO_MANY_LEASES') throw new GrpcCallError(GrpcStatus.RESOURCE_EXHAUSTED, `etcdserver: ${error.message}`);
+        throw error;
+      });
       return { header: await header(0), ID: granted.id, TTL: granted.ttlSeconds, error: '' };
     },
     LeaseRevoke: async (request) => {

@@ -309,3 +309,21 @@ test('one keep-alive stream renews many leases, answering in request order', { t
     lease.close();
   }
 });
+
+test('a grant beyond leasesMax is RESOURCE_EXHAUSTED', { timeout: 30_000 }, async () => {
+  const small = await createCluster({ size: 1, seed: 37, memberOptions: { leasesMax: 2 } });
+  const gateway = await GrpcGateway.start(await small.waitForLeader(), { listen: '127.0.0.1:0' });
+  const lease = leaseClient(gateway.address);
+  try {
+    for (const id of ['1', '2']) await lease.call('LeaseGrant')({ TTL: '30', ID: id });
+    await assert.rejects(lease.call('LeaseGrant')({ TTL: '30', ID: '3' }), (error: grpc.ServiceError) => {
+      assert.equal(error.code, grpc.status.RESOURCE_EXHAUSTED);
+      assert.match(error.details, /^etcdserver: .*2 leases/);
+      return true;
+    });
+  } finally {
+    lease.close();
+    await gateway.close();
+    await small.close();
+  }
+});
