@@ -55,8 +55,11 @@ async function worker(): Promise<void> {
     const result = await runScenario({ seed, operations, serializableReads, wallClockMaxMs: 300_000 });
     const { stats } = result;
     console.log(
-      `seed ${seed} ${result.profile.padEnd(19)} ${result.problems.length === 0 ? 'PASS' : 'FAIL'} ops ${result.operations.length} ok ${stats.ok} failed ${stats.failed} unknown ${stats.unknown} keys ${stats.keys} nemesis ${stats.nemesisActions} run ${stats.durationMs} ms check ${stats.checkMs} ms steps ${result.linearizability.steps}`,
+      `seed ${seed} ${result.profile.padEnd(19)} ${result.problems.length === 0 ? 'PASS' : 'FAIL'} ops ${result.operations.length} ok ${stats.ok} failed ${stats.failed} unknown ${stats.unknown} keys ${stats.keys} nemesis ${stats.nemesisActions} run ${stats.durationMs} ms check ${stats.checkMs} ms steps ${result.linearizability.steps}` +
+        ` | watch ${stats.watch.segments} streams ${stats.watch.comparedRevisions} revisions compared ${stats.watch.writesMatched} writes matched` +
+        ` | leases ${stats.lease.leases} expiries seen ${stats.lease.expiriesObserved} | mutex ${stats.mutex.acquisitions} acquisitions ${stats.mutex.fencedWrites} fenced writes`,
     );
+    if (process.env['HISTORY_VERBOSE'] === '1') console.log(`  lease errors ${JSON.stringify(stats.lease.errors)} mutex errors ${JSON.stringify(stats.mutex.errors)}`);
     if (result.problems.length > 0) {
       failed += 1;
       console.log(result.report);

@@ -10,6 +10,9 @@
 // Afterwards the cluster heals, a final read of every key joins the
 // history, every member's store hash must be equal, and the history must be
 // linearizable (checker.ts) and obey the revision rules (revisions.ts).
+// Beside the clients run watchers, lease clients and mutex clients
+// (observers.ts), and what they saw must pass the watch, lease and mutex
+// checks (watch-check.ts, lease-check.ts, mutex-check.ts).
 
 import { createCluster, op } from '../../src/index.ts';
 import type { Cluster, RaftKV } from '../../src/index.ts';
@@ -22,6 +25,13 @@ import { HistoryRecorder } from './history.ts';
 import type { Note, Operation, OperationInput, OperationOutput, Value } from './history.ts';
 import { checkRevisions } from './revisions.ts';
 import type { RevisionViolation } from './revisions.ts';
+import { checkLeases } from './lease-check.ts';
+import type { LeaseCheckResult } from './lease-check.ts';
+import { checkMutex } from './mutex-check.ts';
+import type { MutexCheckResult } from './mutex-check.ts';
+import { LeaseClients, MutexClients, Watchers, leaseDeletes, replayTruth } from './observers.ts';
+import { checkWatches } from './watch-check.ts';
+import type { WatchCheckResult, WatchTruth } from './watch-check.ts';
 
 export const PROFILES = [
   'mixed',
@@ -82,6 +92,10 @@ export interface ScenarioStats {
   keys: number;
   durationMs: number;
   checkMs: number;
+  /** The watch, lease and mutex checks: how much they saw. */
+  watch: { segments: number; comparedRevisions: number; writesMatched: number };
+  lease: { leases: number; expiriesObserved: number; errors: Record<string, number> };
+  mutex: { acquisitions: number; holdings: number; fencedWrites: number; errors: Record<string, number> };
 }
 
 export interface ScenarioResult {
@@ -92,6 +106,9 @@ export interface ScenarioResult {
   readonly stats: ScenarioStats;
   readonly linearizability: LinearizabilityResult;
   readonly revisionViolations: readonly RevisionViolation[];
+  readonly watchCheck: WatchCheckResult;
+  readonly leaseCheck: LeaseCheckResult;
+  readonly mutexCheck: MutexCheckResult;
   /** Errors no client should ever see (untyped, or a code outside the documented set). */
   readonly unexpectedErrors: readonly string[];
   /** Member hashes after healing (must all be equal). */
@@ -414,6 +431,19 @@ async function finalReads(cluster: Cluster, workload: Workload): Promise<void> {
   }
 }
 
+/**
+ * Brings every watcher up to the final revision, stops them, and replays the
+ * committed history from one member for the watch check.
+ */
+async function finishWatchers(cluster: Cluster, watchers: Watchers, problems: string[]): Promise<WatchTruth | undefined> {
+  const member = cluster.nodes()[0];
+  if (member === undefined) return undefined;
+  const revision = (await member.status()).revision;
+  if (!(await watchers.waitFor(revision, 10_000))) problems.push(`a watcher did not reach the final revision ${revision} within 10 s (it reached ${watchers.coveredTo})`);
+  await watchers.stop();
+  return replayTruth(member, revision, 10_000);
+}
+
 export async function runScenario(options: ScenarioOptions): Promise<ScenarioResult> {
   const seed = options.seed;
   if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`seed must be a non-negative integer, got ${seed}`);
@@ -441,23 +471,34 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   const nemesis = new Nemesis(cluster, createRandom(seed * 7 + 3), profile, workload);
   const problems: string[] = [];
   let hashes: string[] = [];
+  const watchers = new Watchers(cluster, 3);
+  const leaseClients = new LeaseClients(cluster, seed, 2);
+  const mutexClients = new MutexClients(cluster, seed, 3);
+  let truth: WatchTruth | undefined;
   try {
     await cluster.waitForLeader();
+    watchers.start();
+    leaseClients.start();
+    mutexClients.start();
     const wallClock = setTimeout(() => {
       problems.push(`the clients invoked only ${workload.invoked} operations within ${options.wallClockMaxMs ?? 90_000} ms`);
       workload.stop();
     }, options.wallClockMaxMs ?? 90_000);
     await Promise.all([nemesis.run(), ...Array.from({ length: options.clients ?? 20 }, (_, id) => workload.client(id))]);
     clearTimeout(wallClock);
+    await Promise.all([leaseClients.stop(), mutexClients.stop()]);
     await nemesis.heal();
     await cluster.waitForLeader(20_000);
+    await leaseClients.revokeRemaining();
     await finalReads(cluster, workload);
     hashes = [...(await cluster.hashes(20_000)).values()];
     if (new Set(hashes).size !== 1) problems.push(`the members' store hashes differ: ${hashes.join(' ')}`);
+    truth = await finishWatchers(cluster, watchers, problems);
   } catch (error) {
     problems.push(`the scenario failed: ${(error as Error).stack ?? String(error)}`);
   } finally {
     workload.stop(); // after an early failure the clients would otherwise go on calling a closed cluster
+    await Promise.all([leaseClients.stop(), mutexClients.stop(), watchers.stop()]);
     await cluster.close();
   }
   for (const stack of fatal) problems.push(`a member stopped on a fatal error: ${stack}`);
@@ -466,9 +507,16 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   const checkStarted = Date.now();
   const linearizability = checkLinearizability(operations);
   const revisionViolations = checkRevisions(operations);
+  const watchCheck = checkWatches(watchers.segments, truth, operations);
+  const leaseCheck = checkLeases(leaseClients.records, leaseDeletes(watchers.segments));
+  const mutexCheck = checkMutex(mutexClients.writes);
   const checkMs = Date.now() - checkStarted;
   if (linearizability.verdict !== 'linearizable') problems.push(`the history is ${linearizability.verdict === 'violation' ? 'NOT linearizable' : 'too hard for the checker (unknown)'}`);
   if (revisionViolations.length > 0) problems.push(`${revisionViolations.length} revision rule violations`);
+  if (watchers.overflow) problems.push('a watcher recorded more events than it may keep');
+  if (watchCheck.violations.length > 0) problems.push(`watch check:\n  ${watchCheck.violations.map((violation) => `[${violation.rule}] ${violation.message}`).join('\n  ')}`);
+  if (leaseCheck.violations.length > 0) problems.push(`lease check (a lease expired early):\n  ${leaseCheck.violations.map((violation) => violation.message).join('\n  ')}`);
+  if (mutexCheck.violations.length > 0) problems.push(`mutex check:\n  ${mutexCheck.violations.join('\n  ')}`);
   if (workload.unexpected.length > 0) problems.push(`unexpected errors:\n  ${workload.unexpected.join('\n  ')}`);
   const byKind: Record<string, number> = {};
   for (const operation of operations) byKind[`${operation.input.kind}:${operation.outcome}`] = (byKind[`${operation.input.kind}:${operation.outcome}`] ?? 0) + 1;
@@ -481,6 +529,9 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     keys: keyCount,
     durationMs,
     checkMs,
+    watch: { segments: watchers.segments.length, comparedRevisions: watchCheck.comparedRevisions, writesMatched: watchCheck.writesMatched },
+    lease: { leases: leaseCheck.leases, expiriesObserved: leaseCheck.expiriesObserved, errors: Object.fromEntries(leaseClients.errors) },
+    mutex: { acquisitions: mutexClients.acquisitions, holdings: mutexCheck.holdings, fencedWrites: mutexCheck.writes, errors: Object.fromEntries(mutexClients.errors) },
   };
   const report =
     problems.length === 0
@@ -493,5 +544,5 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
         ]
           .filter((part) => part.length > 0)
           .join('\n');
-  return { seed, profile, operations, notes: workload.recorder.notes, stats, linearizability, revisionViolations, unexpectedErrors: workload.unexpected, hashes, problems, report };
+  return { seed, profile, operations, notes: workload.recorder.notes, stats, linearizability, revisionViolations, watchCheck, leaseCheck, mutexCheck, unexpectedErrors: workload.unexpected, hashes, problems, report };
 }
