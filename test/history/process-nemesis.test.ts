@@ -6,7 +6,7 @@
 // time under the nemesis per seed (default 15 s). Longer runs of more seeds:
 // test/history/process-run-seeds.ts.
 
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runProcessNemesis } from './process-nemesis.ts';
 
@@ -15,14 +15,11 @@ const only = process.env['SEED'];
 const seeds = only === undefined ? CI_SEEDS : [Number(only)];
 const durationMs = Number(process.env['PROCESS_NEMESIS_MS'] ?? 12_000);
 
-// A safety net for CI: every child process is gone by now (process-cluster.ts kills them on exit too), so
-// if something still holds the event loop 10 s after the last test, name it and end the file instead of hanging.
-after(() => {
-  setTimeout(() => {
-    const handles = (process as unknown as { _getActiveHandles(): object[] })._getActiveHandles().map((handle) => handle.constructor.name);
-    process.stderr.write(`process-nemesis: still alive 10 s after the tests, held by: ${handles.join(', ')}\n`);
-    process.exit(1);
-  }, 10_000).unref();
+// Node 20 sometimes spins at 100% CPU in its exit-time handle cleanup after this file's tests (seen twice: no
+// handle or request left in libuv, the main thread looping in Environment::CleanupHandles; cf. nodejs/node#47748),
+// which would hang CI. Once the event loop is empty, give the runner half a second to report, then exit.
+process.once('beforeExit', () => {
+  setTimeout(() => process.exit(), 500);
 });
 
 for (const seed of seeds) {

@@ -4,9 +4,9 @@
 // clients doing put / get / delete / compare-and-swap (and a few reads at a
 // past revision) over HTTP/JSON on a small key set (process-client.ts), and
 // a nemesis that, one disturbance at a time with a heal after each, SIGKILLs
-// a process and restarts it on its data directory, SIGSTOPs one (often the
-// leader) and later SIGCONTs it, resets every TCP connection of a member,
-// blackholes links (a member isolated, a bridge, one direction only), or
+// a process and restarts it on its data directory, SIGKILLs two or all
+// three at once, SIGSTOPs one (often the leader) and later SIGCONTs it,
+// resets every TCP connection of a member, blackholes links (a member isolated, a bridge, one direction only), or
 // two of these at once. The history goes to the same recorder, the same
 // linearizability checker and the same revision rules as the in-process
 // scenarios. At the end everything heals, a final read of every key joins
@@ -28,7 +28,7 @@ import { NemesisCluster } from './process-cluster.ts';
 import { checkRevisions } from './revisions.ts';
 import type { RevisionViolation } from './revisions.ts';
 
-export const DISTURBANCES = ['kill', 'pause', 'reset-connections', 'isolate', 'bridge', 'one-way', 'combined'] as const;
+export const DISTURBANCES = ['kill', 'kill-majority', 'pause', 'reset-connections', 'isolate', 'bridge', 'one-way', 'combined'] as const;
 export type Disturbance = (typeof DISTURBANCES)[number];
 
 export interface ProcessNemesisOptions {
@@ -214,6 +214,22 @@ class Nemesis {
         this.killed.add(id);
         this.paused.delete(id);
         await this.cluster.kill(id);
+        return;
+      }
+      case 'kill-majority': {
+        // The leader (when known) and one other member at once, or all three (a power cut): every copy of a
+        // just-acknowledged write may go, unless it is on disk.
+        const leader = await this.leader();
+        const first = leader !== 0 ? leader : this.pick(ids);
+        const others = this.shuffled(ids.filter((id) => id !== first));
+        const victims = [first, ...others.slice(0, this.random(2) === 0 ? 1 : others.length)].filter((id) => !this.killed.has(id));
+        if (victims.length === 0) return;
+        this.note(kind, `SIGKILL members ${victims.join(' and ')} together${leader !== 0 ? ` (the leader is ${leader})` : ''}`);
+        for (const id of victims) {
+          this.killed.add(id);
+          this.paused.delete(id);
+        }
+        await Promise.all(victims.map((id) => this.cluster.kill(id)));
         return;
       }
       case 'pause': {
