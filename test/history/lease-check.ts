@@ -92,7 +92,7 @@ export function checkLeases(records: readonly LeaseRecord[], deletes: readonly O
     expiries += 1;
     const earliest = earliestExpiryMs(record);
     if (at >= earliest) return;
-    if (violations.length < 20) {
+    if (violations.length < 8) {
       violations.push({
         message: `lease ${record.id} (client ${record.client}, TTL ${record.ttlSeconds} s): ${key} ${how} at ${at}, ${earliest - at} ms before the earliest legal expiry ${earliest} (last acknowledged grant/renewal invoked at ${earliest - record.ttlSeconds * 1000})`,
       });

@@ -54,6 +54,8 @@ test('watch check: a dropped event, a duplicate, a changed value and a resume ga
   assert.ok(rules(checkWatches([segment(0, 1, 6, changed)], truth, writes)).includes('watch-events'));
   const gap = [segment(0, 1, 3, committed.slice(0, 2), 'RAFTKV_STOPPED'), segment(0, 5, 6, committed.slice(3))];
   assert.deepEqual(rules(checkWatches(gap, truth, writes)), ['watch-resume']);
+  const replayed = [segment(0, 1, 3, committed.slice(0, 2), 'RAFTKV_STOPPED'), segment(0, 4, 6, committed.slice(1))];
+  assert.deepEqual(rules(checkWatches(replayed, truth, writes)), ['watch-order']);
   const backwards = [committed[1] as WatchedEvent, committed[0] as WatchedEvent, ...committed.slice(2)];
   assert.ok(rules(checkWatches([segment(0, 1, 6, backwards)], truth, writes)).includes('watch-order'));
 });

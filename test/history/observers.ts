@@ -295,7 +295,7 @@ export class LeaseClients {
     const giveUpAt = Date.now() + 3 * ttlMs;
     while (!this.stopped && Date.now() < giveUpAt) {
       if ((await this.get(record, key, random)) === false) return;
-      await sleep(50 + random(150));
+      await sleep(100 + random(200));
     }
   }
 }
@@ -352,6 +352,7 @@ export class MutexClients {
       for (let round = 0; round < 4 && !this.stopped && !session.isClosed && !member.isStopped; round++) {
         const outcome = await this.hold(client, member, mutex, random);
         if (outcome === 'lost') break;
+        await sleep(100 + random(200)); // contention, not load: the key-value clients set the pace
       }
       if (random(4) === 0) {
         session.orphan(); // as a crashed client: the lock passes on when the lease expires

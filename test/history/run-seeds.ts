@@ -4,7 +4,9 @@
 //   node --import tsx test/history/run-seeds.ts --ci N --part i/P
 //                                                            part i of P of the first N CI seeds
 // Options: --concurrency C (scenarios at once, default 1). Environment:
-// HISTORY_OPERATIONS (default 5,000), HISTORY_SERIALIZABLE_READS=1 (the
+// HISTORY_OPERATIONS (default 5,000), HISTORY_OBSERVERS=0 (no watchers, lease
+// or mutex clients, no watch / lease / mutex checks), HISTORY_VERBOSE=1 (the
+// lease and mutex clients' error codes), HISTORY_SERIALIZABLE_READS=1 (the
 // self-test: stale reads the checker must catch), HISTORY_DUMP=dir (keep a
 // failing history as JSON). The long run (scripts/history-long.mjs) starts
 // several of these side by side.
@@ -52,7 +54,7 @@ let next = 0;
 async function worker(): Promise<void> {
   while (next < seeds.length) {
     const seed = seeds[next++] as number;
-    const result = await runScenario({ seed, operations, serializableReads, wallClockMaxMs: 300_000 });
+    const result = await runScenario({ seed, operations, serializableReads, observers: process.env['HISTORY_OBSERVERS'] !== '0', wallClockMaxMs: 300_000 });
     const { stats } = result;
     console.log(
       `seed ${seed} ${result.profile.padEnd(19)} ${result.problems.length === 0 ? 'PASS' : 'FAIL'} ops ${result.operations.length} ok ${stats.ok} failed ${stats.failed} unknown ${stats.unknown} keys ${stats.keys} nemesis ${stats.nemesisActions} run ${stats.durationMs} ms check ${stats.checkMs} ms steps ${result.linearizability.steps}` +

@@ -22,7 +22,7 @@ export function registerScenarios(part: number, parts: number): void {
   test(`history scenarios, part ${part + 1} of ${parts}: ${seeds.length} seeds, ${CLIENTS} clients and ${OPERATIONS} operations each`, { concurrency }, async (context) => {
     await Promise.all(
       seeds.map((seed) =>
-        context.test(`seed ${seed} (${profileOf(seed)}): linearizable, consistent revisions, equal hashes`, async () => {
+        context.test(`seed ${seed} (${profileOf(seed)}): linearizable, consistent revisions, equal hashes, watch / lease / mutex checks`, async () => {
           const result = await runScenario({ seed, operations: OPERATIONS, clients: CLIENTS, wallClockMaxMs: 300_000 });
           const replay = `\n  replay: SEED=${seed} npm test -- history`;
           assert.deepEqual(result.problems, [], result.report);
@@ -31,6 +31,9 @@ export function registerScenarios(part: number, parts: number): void {
           for (const kind of ['put', 'get', 'getAt', 'cas', 'delete']) {
             assert.ok((result.stats.byKind[`${kind}:ok`] ?? 0) > 0, `no ${kind} succeeded${replay}`);
           }
+          // The watch and lease checks had something to judge (mutex acquisitions may all fail under kill-restart).
+          assert.ok(result.stats.watch.writesMatched > 0, `the watchers saw none of the history's writes${replay}`);
+          assert.ok(result.stats.lease.leases > 0, `no lease was granted${replay}`);
         }),
       ),
     );

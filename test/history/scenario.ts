@@ -81,6 +81,8 @@ export interface ScenarioOptions {
    * must say so. A self-test of the whole pipeline, never on in CI.
    */
   readonly serializableReads?: boolean;
+  /** Run the watchers, lease clients and mutex clients and their checks (default true). */
+  readonly observers?: boolean;
 }
 
 export interface ScenarioStats {
@@ -118,6 +120,11 @@ export interface ScenarioResult {
   /** A readable report of the problems, with the replay command. */
   readonly report: string;
 }
+
+/** Beside the key-value clients: watchers of every key, lease clients, mutex clients (observers.ts). */
+const WATCHERS = 3;
+const LEASE_CLIENTS = 2;
+const MUTEX_CLIENTS = 2;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -471,9 +478,10 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   const nemesis = new Nemesis(cluster, createRandom(seed * 7 + 3), profile, workload);
   const problems: string[] = [];
   let hashes: string[] = [];
-  const watchers = new Watchers(cluster, 3);
-  const leaseClients = new LeaseClients(cluster, seed, 2);
-  const mutexClients = new MutexClients(cluster, seed, 3);
+  const observing = options.observers !== false;
+  const watchers = new Watchers(cluster, observing ? WATCHERS : 0);
+  const leaseClients = new LeaseClients(cluster, seed, observing ? LEASE_CLIENTS : 0);
+  const mutexClients = new MutexClients(cluster, seed, observing ? MUTEX_CLIENTS : 0);
   let truth: WatchTruth | undefined;
   try {
     await cluster.waitForLeader();
@@ -493,7 +501,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     await finalReads(cluster, workload);
     hashes = [...(await cluster.hashes(20_000)).values()];
     if (new Set(hashes).size !== 1) problems.push(`the members' store hashes differ: ${hashes.join(' ')}`);
-    truth = await finishWatchers(cluster, watchers, problems);
+    if (observing) truth = await finishWatchers(cluster, watchers, problems);
   } catch (error) {
     problems.push(`the scenario failed: ${(error as Error).stack ?? String(error)}`);
   } finally {

@@ -121,7 +121,8 @@ function checkOrder(segment: WatchSegment, out: Reporter): void {
   const keysAtRevision = new Set<string>();
   for (const event of segment.events) {
     const where = `watcher ${segment.watcher} on member ${segment.member} (from ${segment.startRevision})`;
-    if (event.revision < previous) out.add('watch-order', `${where}: revision ${event.revision} came after revision ${previous}`);
+    if (event.revision < segment.startRevision) out.add('watch-order', `${where}: revision ${event.revision} is before the start revision (a duplicate of an earlier stream's)`);
+    else if (event.revision < previous) out.add('watch-order', `${where}: revision ${event.revision} came after revision ${previous}`);
     if (event.revision > segment.coveredTo) out.add('watch-order', `${where}: revision ${event.revision} is past the coverage ${segment.coveredTo} its responses claimed`);
     if (event.revision !== previous) keysAtRevision.clear();
     if (keysAtRevision.has(event.key)) out.add('watch-duplicate', `${where}: ${event.key} twice at revision ${event.revision}`);
