@@ -78,6 +78,8 @@ export function etcdctl(endpoint: string, args: readonly string[], input = ''): 
   const stderr: Buffer[] = [];
   child.stdout.on('data', (piece: Buffer) => stdout.push(piece));
   child.stderr.on('data', (piece: Buffer) => stderr.push(piece));
+  // etcdctl may exit without reading its stdin (most commands do): a write that then fails with EPIPE is not an error.
+  child.stdin.on('error', () => undefined);
   child.stdin.end(input);
   const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
   return new Promise((resolve, reject) => {
