@@ -185,6 +185,15 @@ export class RawNode {
     return ready;
   }
 
+  /**
+   * The index of a snapshot the core has accepted and the host has not yet
+   * persisted (handed out in a Ready or about to be), or 0. The host keeps
+   * that snapshot's data until it is installed, whatever arrives meanwhile.
+   */
+  pendingSnapshotIndex(): number {
+    return this.raft.log.unstableSnapshot?.index ?? 0;
+  }
+
   /** The host has persisted, sent and applied the last Ready. */
   advance(): void {
     const outstanding = this.outstanding;

@@ -498,6 +498,14 @@ export class ReplicatedNode<Request, Response> {
   private async receiveSnapshot(message: Message, chunks: AsyncIterable<Uint8Array>): Promise<void> {
     if (this.stopped !== null || message.snapshot === null) return;
     const index = message.snapshot.index;
+    if (this.staged.has(index)) {
+      // Another copy of a snapshot already staged (the same index holds the same state): keep the first.
+      for await (const _chunk of chunks) {
+        // drained, so the sender's stream completes
+      }
+      this.receive(message);
+      return;
+    }
     await this.dropStaged();
     if (this.snapshotDirectory !== undefined) {
       // A name of its own per reception: a second copy of the same snapshot must not touch the file being installed.
@@ -514,11 +522,17 @@ export class ReplicatedNode<Request, Response> {
 
   private stagedSerial = 0;
 
-  /** At most one snapshot is staged: a newer one replaces it. */
+  /**
+   * Drops staged snapshots before a newer one is staged, except the one the
+   * core has accepted and not yet had installed: its Ready may be waiting
+   * behind the apply queue, and installing it needs its data (long-run seed
+   * 908). So at most two are staged: that one and the newest.
+   */
   private async dropStaged(): Promise<void> {
+    const pending = this.raw.pendingSnapshotIndex();
     // Out of the map before anything is awaited, so an install starting meanwhile cannot pick a file being removed.
-    const dropped = [...this.staged.values()];
-    this.staged.clear();
+    const dropped = [...this.staged.values()].filter((staged) => staged.index !== pending);
+    for (const staged of dropped) this.staged.delete(staged.index);
     for (const staged of dropped) if (staged.path !== null) await rm(staged.path, { force: true });
   }
 

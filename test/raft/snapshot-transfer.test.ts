@@ -269,3 +269,23 @@ test('a snapshot arriving while the host applies a committed membership change i
   assert.equal(status(net, 3).commit, status(net, 1).commit);
   assert.deepEqual(status(net, 3).confState.votersOutgoing, [1, 2, 3]);
 });
+
+test('pendingSnapshotIndex names an accepted snapshot until the host persists it, so the host keeps its data (long-run seed 908)', () => {
+  const net = new TestNetwork([1, 2, 3]);
+  net.elect(1);
+  net.isolate(3);
+  for (let i = 0; i < 6; i++) proposeAt(net, 1, `e${i}`);
+  heartbeat(net, 1);
+  const snapshotIndex = net.compact(1);
+  const follower = net.get(3).node;
+  assert.equal(follower.pendingSnapshotIndex(), 0, 'nothing pending before a snapshot arrives');
+  const snapshot = { index: snapshotIndex, term: net.get(1).storage.term(snapshotIndex), confState: net.get(1).confState };
+  follower.step({ type: MessageType.Snap, from: 1, to: 3, term: status(net, 1).term, logTerm: 0, index: 0, entries: [], commit: 0, reject: false, rejectHint: 0, snapshot, context: new Uint8Array(0) });
+  assert.equal(follower.pendingSnapshotIndex(), snapshotIndex, 'accepted, not yet handed out');
+  const ready = follower.ready();
+  assert.equal(ready.snapshot?.index, snapshotIndex);
+  assert.equal(follower.pendingSnapshotIndex(), snapshotIndex, 'handed out in a Ready, not yet persisted');
+  net.get(3).storage.saveSync({ snapshot: ready.snapshot, entries: ready.entries, hardState: ready.hardState, sync: ready.mustSync });
+  follower.advance();
+  assert.equal(follower.pendingSnapshotIndex(), 0, 'persisted: nothing pending');
+});
