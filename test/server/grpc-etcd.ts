@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -93,5 +94,23 @@ export function etcdctl(endpoint: string, args: readonly string[], input = ''): 
         .join('\n');
       resolve({ stdout: Buffer.concat(stdout).toString('utf8'), errors, status });
     });
+  });
+}
+
+export const b64 = (text: string): string => Buffer.from(text).toString('base64');
+
+/** POSTs `body` (an object as JSON, or a string as is: several requests, one per line). */
+export function post(address: string, path: string, body: object | string): Promise<{ status: number; text: string }> {
+  const [host, port] = address.split(':') as [string, string];
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const outgoing = request({ host, port: Number(port), path, method: 'POST', agent: false, headers: { 'content-length': Buffer.byteLength(text) } }, (response) => {
+      const pieces: Buffer[] = [];
+      response.on('data', (piece: Buffer) => pieces.push(piece));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(pieces).toString('utf8') }));
+    });
+    outgoing.on('error', reject);
+    outgoing.setTimeout(10_000, () => outgoing.destroy(new Error(`POST ${path} timed out`)));
+    outgoing.end(text);
   });
 }

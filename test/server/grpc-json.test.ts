@@ -13,23 +13,7 @@ import { createCluster } from '../../src/server/cluster.ts';
 import { GrpcGateway } from '../../src/server/grpc-gateway.ts';
 import { EtcdJsonApi } from '../../src/server/grpc-json.ts';
 import { HttpGateway } from '../../src/server/http-gateway.ts';
-import { startEtcd, type RealEtcd } from './grpc-etcd.ts';
-
-const b64 = (text: string): string => Buffer.from(text).toString('base64');
-
-function post(address: string, path: string, body: object | string): Promise<{ status: number; text: string }> {
-  const [host, port] = address.split(':') as [string, string];
-  const text = typeof body === 'string' ? body : JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const outgoing = request({ host, port: Number(port), path, method: 'POST', agent: false, headers: { 'content-length': Buffer.byteLength(text) } }, (response) => {
-      const pieces: Buffer[] = [];
-      response.on('data', (piece: Buffer) => pieces.push(piece));
-      response.on('end', () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(pieces).toString('utf8') }));
-    });
-    outgoing.on('error', reject);
-    outgoing.end(text);
-  });
-}
+import { b64, post, startEtcd, type RealEtcd } from './grpc-etcd.ts';
 
 /** POST /v3/watch and read `lines` streamed responses, then hang up. */
 function watchLines(address: string, body: object, lines: number, during: () => Promise<void>): Promise<string[]> {

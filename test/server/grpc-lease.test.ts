@@ -12,7 +12,7 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -20,7 +20,7 @@ import { createCluster, type Cluster } from '../../src/server/cluster.ts';
 import { GrpcGateway } from '../../src/server/grpc-gateway.ts';
 import { EtcdJsonApi } from '../../src/server/grpc-json.ts';
 import { HttpGateway } from '../../src/server/http-gateway.ts';
-import { etcdctl, startEtcd, type Outcome, type RealEtcd } from './grpc-etcd.ts';
+import { b64, etcdctl, post, startEtcd, type Outcome, type RealEtcd } from './grpc-etcd.ts';
 
 let cluster: Cluster | null = null;
 let etcd: RealEtcd | null = null;
@@ -132,24 +132,6 @@ test('etcdctl lease commands print the same for raftkv as for etcd', { timeout: 
 });
 
 // ---- The HTTP/JSON lease paths ----
-
-const b64 = (text: string): string => Buffer.from(text).toString('base64');
-
-/** POSTs `body` (an object as JSON, or a string as is: several requests, one per line). */
-function post(address: string, path: string, body: object | string): Promise<{ status: number; text: string }> {
-  const [host, port] = address.split(':') as [string, string];
-  const text = typeof body === 'string' ? body : JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const outgoing = request({ host, port: Number(port), path, method: 'POST', agent: false, headers: { 'content-length': Buffer.byteLength(text) } }, (response) => {
-      const pieces: Buffer[] = [];
-      response.on('data', (piece: Buffer) => pieces.push(piece));
-      response.on('end', () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(pieces).toString('utf8') }));
-    });
-    outgoing.on('error', reject);
-    outgoing.setTimeout(10_000, () => outgoing.destroy(new Error(`POST ${path} timed out`)));
-    outgoing.end(text);
-  });
-}
 
 /** A JSON body (or, for keepalive, its lines) with what legitimately differs masked. */
 function normalizeJson(text: string): unknown {
