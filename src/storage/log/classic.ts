@@ -146,11 +146,14 @@ export class ClassicLogStorage implements LogStorage {
     this.ensureUsable();
     this.view.validate(update);
     const operations: Operation[] = [];
-    let runs = this.runs;
+    // The runs from index `kept` on are replaced by `added` once the write is durable. Only
+    // the tail is touched: runs are in index order, and a save replaces the log from its first entry on.
+    let kept = this.runs.length;
+    const added: Run[] = [];
     if (update.snapshot !== null) {
       // The whole log is replaced.
-      for (const run of runs) operations.push({ type: 'del', key: entryKey(run.start) });
-      runs = [];
+      for (const run of this.runs) operations.push({ type: 'del', key: entryKey(run.start) });
+      kept = 0;
       operations.push({ type: 'put', key: SNAPSHOT_KEY, value: encodeSnapshotMetadata(update.snapshot) });
       operations.push({ type: 'put', key: LOG_START_KEY, value: encodeLogStart({ index: update.snapshot.index, term: update.snapshot.term }) });
     }
@@ -158,33 +161,33 @@ export class ClassicLogStorage implements LogStorage {
     if (entries.length > 0) {
       const first = entries[0]!.index;
       const last = entries[entries.length - 1]!.index;
-      runs = this.truncateRuns(runs, first, operations);
+      kept = this.truncateRuns(kept, first, operations, added);
       operations.push({ type: 'put', key: entryKey(first), value: encodeRun(entries) });
-      runs = [...runs, { start: first, end: last }];
+      added.push({ start: first, end: last });
     }
     if (update.hardState !== null) operations.push({ type: 'put', key: HARD_STATE_KEY, value: encodeHardState(update.hardState) });
     if (operations.length > 0) await this.write(operations, update.sync);
     this.view.saveSync(update);
-    this.runs = runs;
+    this.runs.length = kept;
+    for (const run of added) this.runs.push(run);
   }
 
   /**
-   * Removes every stored entry at or after `from`: runs that start there or
-   * later are deleted; a run that straddles it is rewritten with its entries
-   * before `from` (those still in the log).
+   * Removes every stored entry at or after `from` among the first `count`
+   * runs: runs that start there or later are deleted; a run that straddles
+   * it is rewritten with its entries before `from` (those still in the log)
+   * and goes to `added`. Returns how many runs stay as they are.
    */
-  private truncateRuns(runs: Run[], from: number, operations: Operation[]): Run[] {
-    const kept: Run[] = [];
-    for (const run of runs) {
-      if (run.end < from) {
-        kept.push(run);
-        continue;
-      }
+  private truncateRuns(count: number, from: number, operations: Operation[], added: Run[]): number {
+    let kept = count;
+    while (kept > 0 && this.runs[kept - 1]!.end >= from) kept -= 1;
+    for (let position = kept; position < count; position++) {
+      const run = this.runs[position]!;
       operations.push({ type: 'del', key: entryKey(run.start) });
       const low = Math.max(run.start, this.view.firstIndex());
       if (run.start < from && low < from) {
         operations.push({ type: 'put', key: entryKey(low), value: encodeRun(this.view.entries(low, from, Number.POSITIVE_INFINITY)) });
-        kept.push({ start: low, end: from - 1 });
+        added.push({ start: low, end: from - 1 });
       }
     }
     return kept;
