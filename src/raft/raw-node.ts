@@ -216,6 +216,11 @@ export class RawNode {
     raft.propose(encodeConfChange(leave), EntryType.ConfChange);
   }
 
+  /** The current term (status() without the copies). */
+  get term(): number {
+    return this.raft.term;
+  }
+
   status(): RaftStatus {
     const raft = this.raft;
     const progress = new Map<NodeId, PeerStatus>();

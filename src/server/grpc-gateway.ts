@@ -46,7 +46,7 @@ const log = createDebug('raftkv:grpc');
 export type GrpcStore = Pick<
   RaftKV,
   | 'id' | 'put' | 'range' | 'delete' | 'txn' | 'compact' | 'watch' | 'members' | 'addMember' | 'addLearner' | 'removeMember' | 'promoteMember' | 'status' | 'hash'
-  | 'grant' | 'revoke' | 'keepAliveOnce' | 'timeToLive' | 'leases'
+  | 'grant' | 'revoke' | 'keepAliveOnce' | 'timeToLive' | 'leases' | 'revision' | 'raftTerm'
 >;
 
 /** How MemberList describes a member. */
@@ -303,7 +303,7 @@ export class GrpcGateway {
     void serveLeaseKeepAliveStream(stream, this.store, (revision) => this.header(revision)).finally(() => this.keepAliveStreams.delete(stream));
   }
 
-  /** The member's status, one request at a time however many callers ask (headers need the term). */
+  /** The member's status (it sizes the store on disk), one request at a time however many callers ask. */
   private memberStatus(): Promise<Status> {
     this.statusInFlight ??= this.store.status().finally(() => {
       this.statusInFlight = null;
@@ -316,15 +316,13 @@ export class GrpcGateway {
     return { ...(await this.header(0)), revision: 0 };
   }
 
-  /** etcd's response header; `revision` 0 means the member's current revision. */
+  /** etcd's response header; `revision` 0 means the member's current revision. Read without I/O: every call needs one. */
   private async header(revision: number): Promise<Header> {
-    // The operation is done: a status that fails now (the member is closing) must not turn it into an error.
-    const status = await this.memberStatus().catch(() => null);
     return {
       cluster_id: String(this.options.clusterId),
       member_id: String(this.store.id),
-      revision: revision !== 0 ? revision : (status?.revision ?? 0),
-      raft_term: status?.term ?? 0,
+      revision: revision !== 0 ? revision : this.store.revision,
+      raft_term: this.store.raftTerm,
     };
   }
 

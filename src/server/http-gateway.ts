@@ -23,6 +23,8 @@ const log = createDebug('raftkv:gateway');
 /** What the gateway needs of a member (RaftKV fits). */
 export interface GatewayStore {
   readonly id: number;
+  /** The Raft term, for response headers (read on every request: no I/O). */
+  readonly raftTerm: number;
   put(key: Uint8Array, value: Uint8Array, options?: PutOptions): Promise<PutResult>;
   range(options: RangeOptions): Promise<RangeResponse>;
   delete(selector: DeleteOptions): Promise<DeleteResult>;
@@ -311,7 +313,7 @@ export class HttpGateway {
     response.end(text);
   }
 
-  /** The member's status, one request at a time however many callers ask (headers need the term). */
+  /** The member's status (it sizes the store on disk), one request at a time however many callers ask. */
   private memberStatus(): Promise<Status> {
     this.statusInFlight ??= this.store.status().finally(() => {
       this.statusInFlight = null;
@@ -319,10 +321,8 @@ export class HttpGateway {
     return this.statusInFlight;
   }
 
-  private async header(revision: number): Promise<Record<string, unknown>> {
-    // The operation is done: a status that fails now (the member is closing) must not turn it into an error.
-    const term = await this.memberStatus().then((status) => status.term, () => 0);
-    return { member_id: String(this.store.id), revision: int64(revision), raft_term: int64(term) };
+  private header(revision: number): Record<string, unknown> {
+    return { member_id: String(this.store.id), revision: int64(revision), raft_term: int64(this.store.raftTerm) };
   }
 
   private async put(body: Body): Promise<unknown> {
@@ -336,13 +336,13 @@ export class HttpGateway {
       if (boolField(body, field) === true) options[option] = true;
     }
     const result = await this.store.put(key, value, options);
-    return { header: await this.header(result.revision), prev_kv: result.prevKv === undefined ? undefined : keyValueJson(result.prevKv) };
+    return { header: this.header(result.revision), prev_kv: result.prevKv === undefined ? undefined : keyValueJson(result.prevKv) };
   }
 
   private async range(body: Body): Promise<unknown> {
     const result = await this.store.range(rangeOptions(body));
     return {
-      header: await this.header(result.revision),
+      header: this.header(result.revision),
       kvs: result.kvs.length === 0 ? undefined : result.kvs.map(keyValueJson),
       more: result.more ? true : undefined,
       count: int64(result.count),
@@ -359,7 +359,7 @@ export class HttpGateway {
     };
     const result = await this.store.delete(selector);
     return {
-      header: await this.header(result.revision),
+      header: this.header(result.revision),
       deleted: int64(result.deleted),
       prev_kvs: result.prevKvs.length === 0 ? undefined : result.prevKvs.map(keyValueJson),
     };

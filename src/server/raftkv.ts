@@ -552,6 +552,16 @@ export class RaftKV {
     return this.node.isLeader;
   }
 
+  /** The Raft term this member is in, read without I/O (status() also sizes the store on disk). */
+  get raftTerm(): number {
+    return this.node.term;
+  }
+
+  /** The store's current revision on this member, read without I/O. */
+  get revision(): number {
+    return this.store.currentRevision;
+  }
+
   get isStopped(): boolean {
     return this.node.isStopped;
   }

@@ -277,6 +277,11 @@ export class ReplicatedNode<Request, Response> {
     return this.role === Role.Leader;
   }
 
+  /** The Raft term this member is in. */
+  get term(): number {
+    return this.raw.term;
+  }
+
   get isStopped(): boolean {
     return this.stopped !== null;
   }
