@@ -67,6 +67,7 @@ const GRPC_OF_CODE: Readonly<Record<string, Grpc>> = {
   RAFTKV_COMPACTED: Grpc.OutOfRange,
   RAFTKV_FUTURE_REVISION: Grpc.OutOfRange,
   RAFTKV_KEY_NOT_FOUND: Grpc.NotFound,
+  RAFTKV_LEASE_NOT_FOUND: Grpc.NotFound,
   RAFTKV_NO_SPACE: Grpc.ResourceExhausted,
   RAFTKV_NO_LEADER: Grpc.Unavailable,
   RAFTKV_STOPPED: Grpc.Unavailable,

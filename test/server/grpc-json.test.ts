@@ -81,6 +81,7 @@ const REQUESTS: readonly (readonly [string, object | string])[] = [
   ['/v3/cluster/member/list', {}],
   ['/v3/maintenance/hash', {}],
   ['/v3/kv/txn', 'not json'],
+  ['/v3/kv/put', { key: b64('leased'), value: b64('v'), lease: '12345' }],
 ];
 
 test('the HTTP/JSON gateway answers txn, compaction, members, hash and watch as etcd does', { timeout: 60_000 }, async () => {
