@@ -12,7 +12,7 @@
 // several of these side by side.
 
 import { writeFileSync } from 'node:fs';
-import { ciSeeds, runScenario } from './scenario.ts';
+import { ciSeeds, profileOf, runScenario, type ScenarioProgress, type ScenarioResult } from './scenario.ts';
 
 function usage(): never {
   console.error('usage: run-seeds.ts FROM TO | --ci N --part i/P  [--concurrency C]');
@@ -48,13 +48,42 @@ const { seeds, concurrency } = parse(process.argv.slice(2));
 const operations = Number(process.env['HISTORY_OPERATIONS'] ?? 5_000);
 const serializableReads = process.env['HISTORY_SERIALIZABLE_READS'] === '1';
 const dump = process.env['HISTORY_DUMP'];
+// A seed whose run and check take longer than this is reported as hung (a
+// FAILURE) instead of stalling the whole run; HISTORY_WATCHDOG_MS changes it.
+const watchdogMs = Number(process.env['HISTORY_WATCHDOG_MS'] ?? 600_000);
 let failed = 0;
+let hung = 0;
 let next = 0;
+
+function hungReport(seed: number, progress: ScenarioProgress): string {
+  const pending = progress.pending?.() ?? [];
+  return (
+    `seed ${seed} ${profileOf(seed).padEnd(19)} FAIL (hung: no result after ${watchdogMs} ms, phase "${progress.phase}", ${pending.length} client operations pending` +
+    (pending.length === 0 ? ')' : `: ${pending.slice(0, 20).join('; ')}${pending.length > 20 ? '; …' : ''})`) +
+    `\nreplay: node --import tsx test/history/run-seeds.ts ${seed} ${seed}   (or SEED=${seed} npm test -- history)`
+  );
+}
 
 async function worker(): Promise<void> {
   while (next < seeds.length) {
     const seed = seeds[next++] as number;
-    const result = await runScenario({ seed, operations, serializableReads, observers: process.env['HISTORY_OBSERVERS'] !== '0', wallClockMaxMs: 300_000 });
+    const progress: ScenarioProgress = { phase: 'starting' };
+    let timer: NodeJS.Timeout | undefined;
+    const watchdog = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), watchdogMs);
+    });
+    const result: ScenarioResult | undefined = await Promise.race([
+      runScenario({ seed, operations, serializableReads, observers: process.env['HISTORY_OBSERVERS'] !== '0', wallClockMaxMs: 300_000, progress }),
+      watchdog,
+    ]);
+    clearTimeout(timer);
+    if (result === undefined) {
+      // The hung scenario keeps its cluster; the run goes on and ends non-zero.
+      failed += 1;
+      hung += 1;
+      console.log(hungReport(seed, progress));
+      continue;
+    }
     const { stats } = result;
     console.log(
       `seed ${seed} ${result.profile.padEnd(19)} ${result.problems.length === 0 ? 'PASS' : 'FAIL'} ops ${result.operations.length} ok ${stats.ok} failed ${stats.failed} unknown ${stats.unknown} keys ${stats.keys} nemesis ${stats.nemesisActions} run ${stats.durationMs} ms check ${stats.checkMs} ms steps ${result.linearizability.steps}` +
@@ -72,5 +101,5 @@ async function worker(): Promise<void> {
 }
 
 await Promise.all(Array.from({ length: concurrency }, () => worker()));
-console.log(`done: ${seeds.length} seeds, ${failed} failed`);
+console.log(`done: ${seeds.length} seeds, ${failed} failed${hung > 0 ? ` (${hung} hung)` : ''}`);
 process.exit(failed === 0 ? 0 : 1);

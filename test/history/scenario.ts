@@ -83,6 +83,16 @@ export interface ScenarioOptions {
   readonly serializableReads?: boolean;
   /** Run the watchers, lease clients and mutex clients and their checks (default true). */
   readonly observers?: boolean;
+  /**
+   * Filled in as the scenario goes, so a watchdog can say where a hung seed
+   * stands: the phase it is in and a function listing its pending operations.
+   */
+  readonly progress?: ScenarioProgress;
+}
+
+export interface ScenarioProgress {
+  phase: string;
+  pending?: () => string[];
 }
 
 export interface ScenarioStats {
@@ -483,7 +493,11 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   const leaseClients = new LeaseClients(cluster, seed, observing ? LEASE_CLIENTS : 0);
   const mutexClients = new MutexClients(cluster, seed, observing ? MUTEX_CLIENTS : 0);
   let truth: WatchTruth | undefined;
+  const progress = options.progress ?? { phase: '' };
+  progress.pending = () =>
+    workload.recorder.operations.filter((operation) => operation.outcome === 'pending').map((operation) => `#${operation.id} ${operation.input.kind} by client ${operation.client} on member ${operation.member}`);
   try {
+    progress.phase = 'waiting for the first leader';
     await cluster.waitForLeader();
     watchers.start();
     leaseClients.start();
@@ -492,19 +506,28 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       problems.push(`the clients invoked only ${workload.invoked} operations within ${options.wallClockMaxMs ?? 90_000} ms`);
       workload.stop();
     }, options.wallClockMaxMs ?? 90_000);
+    progress.phase = 'clients and nemesis running';
     await Promise.all([nemesis.run(), ...Array.from({ length: options.clients ?? 20 }, (_, id) => workload.client(id))]);
     clearTimeout(wallClock);
+    progress.phase = 'stopping lease and mutex clients';
     await Promise.all([leaseClients.stop(), mutexClients.stop()]);
+    progress.phase = 'nemesis healing';
     await nemesis.heal();
+    progress.phase = 'waiting for a leader after healing';
     await cluster.waitForLeader(20_000);
+    progress.phase = 'revoking remaining leases';
     await leaseClients.revokeRemaining();
+    progress.phase = 'final reads';
     await finalReads(cluster, workload);
+    progress.phase = 'comparing store hashes';
     hashes = [...(await cluster.hashes(20_000)).values()];
     if (new Set(hashes).size !== 1) problems.push(`the members' store hashes differ: ${hashes.join(' ')}`);
+    progress.phase = 'finishing watchers';
     if (observing) truth = await finishWatchers(cluster, watchers, problems);
   } catch (error) {
     problems.push(`the scenario failed: ${(error as Error).stack ?? String(error)}`);
   } finally {
+    progress.phase = 'stopping clients and closing members';
     workload.stop(); // after an early failure the clients would otherwise go on calling a closed cluster
     await Promise.all([leaseClients.stop(), mutexClients.stop(), watchers.stop()]);
     await cluster.close();
@@ -512,6 +535,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   for (const stack of fatal) problems.push(`a member stopped on a fatal error: ${stack}`);
   const durationMs = Date.now() - started;
   const operations = workload.recorder.operations;
+  progress.phase = 'checking the history';
   const checkStarted = Date.now();
   const linearizability = checkLinearizability(operations);
   const revisionViolations = checkRevisions(operations);
