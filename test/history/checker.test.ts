@@ -173,6 +173,34 @@ test('the shrinking keeps a failure small and 1-minimal inside a long history', 
   assert.match(report, /get\(x\) → "n59"/);
 });
 
+test('the shrinking stops at its step budget: the verdict stands, the report says "not minimal", the easiest failing keys are shrunk first', () => {
+  const builder = history();
+  let time = 1;
+  for (const [key, rounds] of [['a', 50], ['b', 10], ['c', 30]] as const) {
+    for (let round = 0; round < rounds; round++) {
+      builder.put(round % 7, key, `${key}${round}`, [time, time + 3]).get((round + 1) % 7, key, `${key}${round}`, [time + 4, time + 5]);
+      time += 6;
+    }
+    builder.get(2, key, `${key}0`, [time, time + 1]); // stale
+    time += 2;
+  }
+  const starved = checkLinearizability(builder.operations, { minimizeStepsMax: 20 });
+  assert.equal(starved.verdict, 'violation');
+  for (const key of starved.keys) {
+    assert.equal(key.verdict, 'violation');
+    assert.equal(key.minimalComplete, false, `key ${key.key} is reported as not minimal`);
+    const asRecorded = (key.minimal ?? []).map(({ operation, weakened }) => (weakened ? { ...operation, outcome: 'unknown' as const, completedAt: Infinity } : operation));
+    assert.equal(checkKey(key.key, asRecorded, { minimize: false }).verdict, 'violation', `what key ${key.key} reports still fails on its own`);
+  }
+  assert.match(formatReport(starved, []), /key a: NOT LINEARIZABLE/);
+  // With one key to shrink, it is the one whose search took the fewest steps.
+  const one = checkLinearizability(builder.operations, { shrinkBudget: { keysLeft: 1 } });
+  const shrunk = one.keys.filter((key) => key.minimal !== undefined);
+  assert.equal(shrunk.length, 1);
+  assert.equal(shrunk[0]?.key, 'b', `steps per key: ${one.keys.map((key) => `${key.key} ${key.steps}`).join(', ')}`);
+  assert.equal(shrunk[0]?.minimalComplete, true);
+});
+
 test('the shrinking may weaken a write to "outcome unknown" and says so', () => {
   // The read of b at the end is stale whatever happened to the middle write of c.
   const operations = history()

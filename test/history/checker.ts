@@ -25,6 +25,8 @@ export interface CheckOptions {
   readonly minimize?: boolean;
   /** Searches the shrinking may run per failing key. */
   readonly minimizeChecksMax?: number;
+  /** Search steps the shrinking of one key may spend in all (default 5,000,000, a few seconds); past it, the report says "not minimal". */
+  readonly minimizeStepsMax?: number;
   /** Failing keys left to shrink (the others report their violation unshrunk); shared by every key of one check. */
   readonly shrinkBudget?: { keysLeft: number };
 }
@@ -155,7 +157,7 @@ export function checkKey(key: string, operations: readonly Operation[], options:
   if (result.verdict !== 'violation' || options.minimize === false) return verdict;
   if (options.shrinkBudget !== undefined && options.shrinkBudget.keysLeft <= 0) return verdict;
   if (options.shrinkBudget !== undefined) options.shrinkBudget.keysLeft -= 1;
-  const { minimal, complete } = minimize(candidates, options.minimizeChecksMax ?? 2_000, limits);
+  const { minimal, complete } = minimize(candidates, options.minimizeChecksMax ?? 2_000, options.minimizeStepsMax ?? 5_000_000, limits);
   return { ...verdict, minimal, minimalComplete: complete };
 }
 
@@ -178,42 +180,65 @@ function reduce(universe: readonly Operation[], kept: ReadonlySet<number>): { op
 
 /**
  * Shrinks a failing key history in three phases, each check a search of
- * reduce(kept): the shortest failing prefix (kept = operations completed by
- * some time), then the latest start of a failing window ending there, then
- * delta debugging (Zeller's ddmin) over the window's operations. The result
- * still fails; when `complete`, keeping any one operation fewer would not.
+ * reduce(kept): a short failing prefix (kept = operations completed by some
+ * time), then a late start of a failing window ending there, then delta
+ * debugging (Zeller's ddmin) over the window's operations. The result still
+ * fails; when `complete`, keeping any one operation fewer would not. The
+ * checks are bounded in number and in search steps all told: the shrinking
+ * only shapes the report, so it stops (incomplete) rather than hold up the
+ * verdict, which is already known.
  */
-function minimize(universe: readonly Operation[], checksMax: number, limits: SearchLimits): { minimal: MinimalOperation[]; complete: boolean } {
+function minimize(universe: readonly Operation[], checksMax: number, stepsMax: number, limits: SearchLimits): { minimal: MinimalOperation[]; complete: boolean } {
   const shrinkLimits: SearchLimits = { stepsMax: Math.min(limits.stepsMax, 200_000), memoBytesMax: Math.min(limits.memoBytesMax, 64 * 1024 * 1024) };
   let checks = 0;
+  let steps = 0;
+  const withinBudget = (): boolean => checks < checksMax && steps < stepsMax;
   const fails = (ids: readonly number[]): boolean => {
     checks += 1;
-    return searchLinearization(reduce(universe, new Set(ids)).operations, shrinkLimits).verdict === 'violation';
+    const result = searchLinearization(reduce(universe, new Set(ids)).operations, { ...shrinkLimits, stepsMax: Math.max(1, Math.min(shrinkLimits.stepsMax, stepsMax - steps)) });
+    steps += result.steps;
+    return result.verdict === 'violation';
   };
   const completions = [...new Set(universe.filter((operation) => Number.isFinite(operation.completedAt)).map((operation) => operation.completedAt))].sort((a, b) => a - b);
   const keptBetween = (from: number, to: number): number[] =>
     universe.filter((operation) => operation.invokedAt >= from && operation.completedAt <= to).map((operation) => operation.id);
-  // The first failing prefix, then the latest start of a failing window before that end (scanned in order: the
-  // predicate is not monotone, so a binary search could stop at a needlessly long window).
-  const firstFailing = (count: number, failsAt: (position: number) => boolean): number => {
-    for (let position = 0; position < count && checks < checksMax / 2; position++) if (failsAt(position)) return position;
-    return count - 1;
+  // An early failing position among `count` (the last one stands for the whole history, which fails): galloping
+  // from the start, then bisecting back. The predicate is not monotone, so this is a heuristic — any failing
+  // position is correct, an early one makes the window short — and it costs a logarithmic number of searches
+  // (a scan in order cost one search per position: minutes on a long history whose prefixes are hard to search).
+  const earlyFailing = (count: number, failsAt: (position: number) => boolean): number => {
+    let passing = -1;
+    let failing = count - 1;
+    for (let stride = 1; passing + stride < failing && withinBudget(); stride *= 2) {
+      if (failsAt(passing + stride)) {
+        failing = passing + stride;
+        break;
+      }
+      passing += stride;
+    }
+    while (failing - passing > 1 && withinBudget()) {
+      const middle = passing + Math.floor((failing - passing) / 2);
+      if (failsAt(middle)) failing = middle;
+      else passing = middle;
+    }
+    return failing;
   };
-  const end = completions[firstFailing(completions.length, (position) => fails(keptBetween(-Infinity, completions[position] as number)))] ?? Infinity;
+  const end = completions[earlyFailing(completions.length, (position) => fails(keptBetween(-Infinity, completions[position] as number)))] ?? Infinity;
+  // Window starts, latest first: position 0 is the latest start, the last one the earliest (the whole prefix).
   const starts = [...new Set(universe.filter((operation) => operation.completedAt <= end).map((operation) => operation.invokedAt))].sort((a, b) => b - a);
-  const start = starts[firstFailing(starts.length, (position) => fails(keptBetween(starts[position] as number, end)))] ?? -Infinity;
+  const start = starts[earlyFailing(starts.length, (position) => fails(keptBetween(starts[position] as number, end)))] ?? -Infinity;
   let kept = keptBetween(start, end);
   if (!fails(kept)) kept = universe.map((operation) => operation.id); // the phases are heuristics; fall back to everything
   let granularity = 2;
   let complete = false;
-  while (checks < checksMax) {
+  while (withinBudget()) {
     if (kept.length <= 1) {
       complete = true;
       break;
     }
     const chunkSize = Math.ceil(kept.length / granularity);
     let reduced = false;
-    for (let offset = 0; offset < kept.length && checks < checksMax; offset += chunkSize) {
+    for (let offset = 0; offset < kept.length && withinBudget(); offset += chunkSize) {
       const complement = [...kept.slice(0, offset), ...kept.slice(offset + chunkSize)];
       if (fails(complement)) {
         kept = complement;
@@ -223,7 +248,7 @@ function minimize(universe: readonly Operation[], checksMax: number, limits: Sea
       }
     }
     if (reduced) continue;
-    if (checks >= checksMax) break;
+    if (!withinBudget()) break;
     if (chunkSize <= 1) {
       complete = true;
       break;
@@ -236,17 +261,25 @@ function minimize(universe: readonly Operation[], checksMax: number, limits: Sea
   return { minimal, complete };
 }
 
-/** Checks every key; the verdict is the worst one (violation over unknown over linearizable). */
+/**
+ * Checks every key; the verdict is the worst one (violation over unknown over
+ * linearizable). Only a few failing keys are shrunk (shrinking costs many
+ * searches), the ones whose search was shortest first: their small reports
+ * come quickest and are as telling as any.
+ */
 export function checkLinearizability(operations: readonly Operation[], options: CheckOptions = {}): LinearizabilityResult {
-  const keys: KeyVerdict[] = [];
-  // Shrinking costs many searches: by default only the first few failing keys are shrunk.
-  options = { shrinkBudget: { keysLeft: 4 }, ...options };
-  let steps = 0;
-  for (const [key, group] of [...partitionByKey(operations)].sort(([left], [right]) => (left < right ? -1 : left > right ? 1 : 0))) {
-    const verdict = checkKey(key, group, options);
-    steps += verdict.steps;
-    keys.push(verdict);
+  const shrinkBudget = options.shrinkBudget ?? { keysLeft: 4 };
+  const groups = [...partitionByKey(operations)].sort(([left], [right]) => (left < right ? -1 : left > right ? 1 : 0));
+  const keys = groups.map(([key, group]) => checkKey(key, group, { ...options, minimize: false }));
+  if (options.minimize !== false) {
+    const failing = keys.flatMap((verdict, position) => (verdict.verdict === 'violation' ? [{ steps: verdict.steps, position }] : []));
+    for (const { position } of failing.sort((left, right) => left.steps - right.steps)) {
+      if (shrinkBudget.keysLeft <= 0) break;
+      const [key, group] = groups[position] as [string, Operation[]];
+      keys[position] = checkKey(key, group, { ...options, shrinkBudget });
+    }
   }
+  const steps = keys.reduce((total, key) => total + key.steps, 0);
   const verdict: SearchVerdict = keys.some((key) => key.verdict === 'violation') ? 'violation' : keys.some((key) => key.verdict === 'unknown') ? 'unknown' : 'linearizable';
   return { verdict, keys, operations: operations.length, steps };
 }
