@@ -189,6 +189,9 @@ export class ReplicatedNode<Request, Response> {
     this.ensureRunning();
     const deadlineMs = Date.now() + this.requestTimeoutMs;
     await this.waitForLeader(deadlineMs);
+    // The node may have closed while this waited: shutdown failed every caller registered then and stopped the
+    // tick that expires them, so one registered now would wait forever.
+    this.ensureRunning();
     const { sequence, promise } = this.proposals.register(deadlineMs);
     const data = encodeProposal({ node: this.proposerId, sequence, request });
     if (data.length > this.requestBytesMax) {
@@ -206,6 +209,7 @@ export class ReplicatedNode<Request, Response> {
     this.ensureRunning();
     const deadlineMs = Date.now() + this.requestTimeoutMs;
     await this.waitForLeader(deadlineMs);
+    this.ensureRunning(); // closed meanwhile: see propose()
     const wait = this.reads.wait(deadlineMs);
     this.scheduleLoop();
     return wait;
@@ -216,6 +220,7 @@ export class ReplicatedNode<Request, Response> {
     this.ensureRunning();
     const deadlineMs = Date.now() + this.requestTimeoutMs;
     await this.waitForLeader(deadlineMs);
+    this.ensureRunning(); // closed meanwhile: see propose()
     const { sequence, promise } = this.confChanges.register(deadlineMs);
     // The tick may expire it while this waits below, before the caller listens: not an unhandled rejection.
     promise.catch(() => undefined);
