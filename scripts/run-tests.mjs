@@ -23,7 +23,9 @@ if (files.length === 0) {
 }
 const result = spawnSync(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...files],
+  // --test-force-exit: a test that timed out (a hung cluster, say) fails and the run ends; without it the
+  // timers of whatever hung keep that file's process, and so the whole run, alive.
+  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-force-exit', '--test-reporter=spec', ...files],
   { stdio: 'inherit' },
 );
 process.exit(result.status ?? 1);

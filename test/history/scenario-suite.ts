@@ -12,6 +12,8 @@ import { ciSeeds, profileOf, runScenario } from './scenario.ts';
 /** Seeds CI checks per run, over every part. */
 export const CI_SEED_COUNT = 50;
 const OPERATIONS = 5_000;
+/** A seed runs 5–25 s here (60 s on a loaded machine); one still running after this has hung. */
+const SEED_TIMEOUT_MS = 600_000;
 const CLIENTS = 20;
 
 export function registerScenarios(part: number, parts: number): void {
@@ -22,7 +24,8 @@ export function registerScenarios(part: number, parts: number): void {
   test(`history scenarios, part ${part + 1} of ${parts}: ${seeds.length} seeds, ${CLIENTS} clients and ${OPERATIONS} operations each`, { concurrency }, async (context) => {
     await Promise.all(
       seeds.map((seed) =>
-        context.test(`seed ${seed} (${profileOf(seed)}): linearizable, consistent revisions, equal hashes, watch / lease / mutex checks`, async () => {
+        // A seed that hangs fails at the timeout (and the run goes on: scripts/run-tests.mjs forces the exit).
+        context.test(`seed ${seed} (${profileOf(seed)}): linearizable, consistent revisions, equal hashes, watch / lease / mutex checks`, { timeout: SEED_TIMEOUT_MS }, async () => {
           const result = await runScenario({ seed, operations: OPERATIONS, clients: CLIENTS, wallClockMaxMs: 300_000 });
           const replay = `\n  replay: SEED=${seed} npm test -- history`;
           assert.deepEqual(result.problems, [], result.report);
