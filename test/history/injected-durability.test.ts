@@ -200,7 +200,8 @@ test(`a write acknowledged just before every member crashes survives on the foll
         value,
         `round ${round}: put(${key}, ${value}) was acknowledged (log index ${index}) by leader ${leader.node.id}, ` +
           `then every member crashed; followers ${followers.join(' and ')} restarted from their disks ` +
-          `(last log index on disk ${onDisk}) and lost it\n  ${replay}`,
+          `(last log index on disk ${onDisk}), and after a read barrier the new leader does not have it ` +
+          `(lost, or the barrier let the read through before the write was applied)\n  ${replay}`,
       );
       checked += 1;
     } finally {
