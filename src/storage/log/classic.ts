@@ -8,7 +8,7 @@
 
 import { ClassicLevel } from 'classic-level';
 import createDebug from 'debug';
-import { InvalidArgumentError, RaftKVError } from '../../raft/errors.ts';
+import { InvalidArgumentError } from '../../raft/errors.ts';
 import type { InitialState } from '../../raft/storage.ts';
 import type { ConfState, Entry, HardState, SnapshotMetadata } from '../../raft/types.ts';
 import {
@@ -28,26 +28,13 @@ import {
   LOG_START_KEY,
   SNAPSHOT_KEY,
 } from './codec.ts';
+import { LogCorruptError, StorageFailedError } from './errors.ts';
 import { MemoryLogStorage } from './memory.ts';
 import type { LogStorage, LogUpdate } from './types.ts';
 
 const log = createDebug('raftkv:storage');
 
-/** A write to the log failed; the storage (and its node) must stop. */
-export class StorageFailedError extends RaftKVError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('RAFTKV_STORAGE_FAILED', message, options);
-  }
-}
-
-/** Recovery found a damaged or inconsistent log. */
-export class LogCorruptError extends RaftKVError {
-  readonly index: number;
-  constructor(index: number, message: string) {
-    super('RAFTKV_LOG_CORRUPT', `log corrupt at index ${index}: ${message}`);
-    this.index = index;
-  }
-}
+export { LogCorruptError, StorageFailedError };
 
 type Database = ClassicLevel<Uint8Array, Uint8Array>;
 /** Entries [start, end] stored as one record keyed by start. */
