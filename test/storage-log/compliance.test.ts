@@ -8,6 +8,7 @@ import { logStorageSuite } from '../../src/testing.ts';
 import { MemoryLogStorage } from '../../src/storage/log/memory.ts';
 import { ClassicLogStorage } from '../../src/storage/log/classic.ts';
 import { entryKey } from '../../src/storage/log/codec.ts';
+import { WalLogStorage } from '../../src/storage/log/wal.ts';
 import type { LogStorage } from '../../src/storage/log/types.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'raftkv-log-'));
@@ -34,6 +35,27 @@ logStorageSuite({
     return reopened;
   },
 });
+
+// Small segments, so the suite's longer logs span several and compaction deletes some.
+for (const segmentBytes of [64 * 1024 * 1024, 4096]) {
+  logStorageSuite({
+    test,
+    name: `WalLogStorage (${segmentBytes} B segments)`,
+    factory: async () => {
+      const directory = join(root, `wal-${++counter}`);
+      const storage = await WalLogStorage.open(directory, { segmentBytes });
+      directories.set(storage, directory);
+      return storage;
+    },
+    reopen: async (storage) => {
+      const directory = directories.get(storage)!;
+      await storage.close();
+      const reopened = await WalLogStorage.open(directory, { segmentBytes });
+      directories.set(reopened, directory);
+      return reopened;
+    },
+  });
+}
 
 /** Rewrites the stored run that starts at `start` (runs are written one per save). */
 async function rewriteRun(directory: string, start: number, mutate: (value: Uint8Array) => Uint8Array | null): Promise<void> {

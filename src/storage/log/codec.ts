@@ -166,8 +166,13 @@ export function decodeHardState(record: Uint8Array): HardState | null {
 }
 
 export function decodeSnapshotMetadata(record: Uint8Array): SnapshotMetadata | null {
-  const v = decodeJson(record) as { index?: unknown; term?: unknown; confState?: Partial<ConfState> } | null;
-  if (v === null || !isIndex(v.index) || !isIndex(v.term) || typeof v.confState !== 'object' || v.confState === null) return null;
+  return snapshotMetadataFromJson(decodeJson(record));
+}
+
+/** Checks a parsed JSON value is snapshot metadata and copies its known fields; null if it is not. */
+export function snapshotMetadataFromJson(value: unknown): SnapshotMetadata | null {
+  const v = value as { index?: unknown; term?: unknown; confState?: Partial<ConfState> } | null;
+  if (typeof v !== 'object' || v === null || !isIndex(v.index) || !isIndex(v.term) || typeof v.confState !== 'object' || v.confState === null) return null;
   const c = v.confState;
   if (!isIdList(c.voters) || !isIdList(c.learners) || !isIdList(c.votersOutgoing) || !isIdList(c.learnersNext) || typeof c.autoLeave !== 'boolean') return null;
   return { index: v.index, term: v.term, confState: { voters: c.voters, learners: c.learners, votersOutgoing: c.votersOutgoing, learnersNext: c.learnersNext, autoLeave: c.autoLeave } };
