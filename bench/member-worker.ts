@@ -13,6 +13,7 @@ interface Setup {
   readonly members: number[];
   readonly peers: [number, MessagePort][];
   readonly client: MessagePort;
+  readonly logEngine?: 'wal' | 'classic';
 }
 
 type Request =
@@ -25,7 +26,7 @@ type Request =
 const setup = workerData as Setup;
 const transport = new MessagePortTransport(setup.id);
 for (const [peer, port] of setup.peers) transport.connect(peer, port);
-const member = await RaftKV.open({ id: setup.id, dataDir: setup.dataDir, transport, initialMembers: setup.members, requestTimeoutMs: 30_000 });
+const member = await RaftKV.open({ id: setup.id, dataDir: setup.dataDir, transport, initialMembers: setup.members, requestTimeoutMs: 30_000, ...(setup.logEngine === undefined ? {} : { logEngine: setup.logEngine }) });
 
 async function serve(request: Request): Promise<unknown> {
   switch (request.op) {

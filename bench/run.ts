@@ -1,5 +1,5 @@
 // `npm run bench`: the headline benchmark. A 3-node raftkv cluster with
-// classic-level storage (every write synced on a quorum before it is
+// durable storage (every write synced on a quorum before it is
 // acknowledged) in a temporary directory, driven through the public API; and
 // the same load against a real 3-member etcd cluster on loopback when the
 // `etcd` binary is installed (see bench/README.md). Prints a progress line per
@@ -8,6 +8,7 @@
 // Options: --seconds N (per case, default 5) --warmup N (default 1)
 //          --writers 1,16,256,1024 --rate 10000 (fixed-rate case)
 //          --only raftkv|etcd --json --single-thread (all members on one thread)
+//          --log-engine wal|classic (raftkv's Raft log; default wal)
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -38,6 +39,8 @@ const only = option('--only');
 const json = process.argv.includes('--json');
 // One member per worker thread (as one per process in production), or all three on this thread.
 const threads = !process.argv.includes('--single-thread');
+const logEngine = option('--log-engine') ?? 'wal';
+if (logEngine !== 'wal' && logEngine !== 'classic') throw new Error(`--log-engine must be wal or classic, got ${logEngine}`);
 const keySpace = 100_000;
 const value = new Uint8Array(256).fill(0x61);
 
@@ -117,9 +120,9 @@ const rows: Row[] = [];
 try {
   if (only === undefined || only === 'raftkv') {
     if (!json) {
-      console.error(`raftkv: 3 members ${threads ? 'in 3 worker threads' : 'on one thread'}, classic-level storage, every write synced on a quorum`);
+      console.error(`raftkv: 3 members ${threads ? 'in 3 worker threads' : 'on one thread'}, ${logEngine} log, every write synced on a quorum`);
     }
-    const target = threads ? await startRaftkvThreadsTarget(join(directory, 'raftkv')) : await startRaftkvTarget(join(directory, 'raftkv'));
+    const target = threads ? await startRaftkvThreadsTarget(join(directory, 'raftkv'), 3, logEngine) : await startRaftkvTarget(join(directory, 'raftkv'), logEngine);
     try {
       rows.push(...(await runCases(target)));
     } finally {

@@ -13,7 +13,7 @@ export {
   NodeStoppedError,
   RequestTooLargeError,
 } from './raft/errors.ts';
-export { StorageFailedError, LogCorruptError } from './storage/log/classic.ts';
+export { StorageFailedError, LogCorruptError } from './storage/log/errors.ts';
 export {
   CompactedError,
   FutureRevisionError,

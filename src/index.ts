@@ -66,6 +66,8 @@ export type {
 export { MvccStore } from './storage/mvcc/store.ts';
 export type { MvccOptions } from './storage/mvcc/store.ts';
 export { ClassicLogStorage } from './storage/log/classic.ts';
+export { WalLogStorage } from './storage/log/wal.ts';
+export type { WalOptions } from './storage/log/wal.ts';
 export { MemoryNetwork, MemoryTransport } from './transport/memory.ts';
 export type { NetworkFaults, MemoryNetworkOptions } from './transport/memory.ts';
 export { TcpTransport } from './transport/tcp.ts';

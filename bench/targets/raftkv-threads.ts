@@ -40,7 +40,7 @@ class MemberClient {
   }
 }
 
-export async function startRaftkvThreadsTarget(directory: string, size = 3): Promise<BenchTarget> {
+export async function startRaftkvThreadsTarget(directory: string, size = 3, logEngine: 'wal' | 'classic' = 'wal'): Promise<BenchTarget> {
   const ids = Array.from({ length: size }, (_, position) => position + 1);
   const peerPorts = new Map<number, [number, MessagePort][]>(ids.map((id) => [id, []]));
   for (const a of ids) {
@@ -59,7 +59,7 @@ export async function startRaftkvThreadsTarget(directory: string, size = 3): Pro
       const bootstrap = `import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(MEMBER_WORKER)}); })`;
       const worker = new Worker(bootstrap, {
         eval: true,
-        workerData: { id, dataDir: join(directory, `member-${id}`), members: ids, peers, client: channel.port2 },
+        workerData: { id, dataDir: join(directory, `member-${id}`), members: ids, peers, client: channel.port2, logEngine },
         transferList: [...peers.map(([, port]) => port), channel.port2],
       });
       await new Promise<void>((resolve, reject) => {

@@ -1,5 +1,5 @@
 // The raftkv side of `npm run bench`: a 3-member in-process cluster with
-// classic-level storage (every write synced on a quorum before it is
+// durable storage (every write synced on a quorum before it is
 // acknowledged), driven through the public API. Clients spread over the
 // members as etcd clients spread over endpoints: writes from followers are
 // forwarded to the leader inside raftkv.
@@ -7,8 +7,8 @@
 import { createCluster, op } from '../../src/index.ts';
 import type { BenchTarget } from '../load.ts';
 
-export async function startRaftkvTarget(directory: string): Promise<BenchTarget> {
-  const cluster = await createCluster({ size: 3, dataDir: directory, memberOptions: { tickMs: 100, requestTimeoutMs: 30_000 } });
+export async function startRaftkvTarget(directory: string, logEngine: 'wal' | 'classic' = 'wal'): Promise<BenchTarget> {
+  const cluster = await createCluster({ size: 3, dataDir: directory, memberOptions: { tickMs: 100, requestTimeoutMs: 30_000, logEngine } });
   await cluster.waitForLeader();
   const members = cluster.nodes();
   let next = 0;

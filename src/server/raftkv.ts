@@ -8,13 +8,15 @@
 // default (a batched ReadIndex round) or serializable (local) on request.
 
 import { randomInt } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgumentError, NodeStoppedError, RaftKVError } from '../raft/errors.ts';
 import type { RandomSource } from '../raft/random.ts';
 import { ConfChangeTransition, ConfChangeType } from '../raft/types.ts';
 import type { ConfState, NodeId } from '../raft/types.ts';
 import { ClassicLogStorage } from '../storage/log/classic.ts';
+import type { LogStorage } from '../storage/log/types.ts';
+import { WalLogStorage } from '../storage/log/wal.ts';
 import {
   CompactedError,
   DuplicateKeyError,
@@ -84,6 +86,12 @@ export interface RaftKVOptions extends WatchHubOptions {
   readonly snapshotCatchUpEntries?: number;
   /** Live data the store accepts before refusing writes (RAFTKV_NO_SPACE). Default 2 GiB. */
   readonly quotaBytes?: number;
+  /**
+   * How a new data directory keeps the Raft log: 'wal' (default), append-only
+   * segment files synced per write; or 'classic', a classic-level database.
+   * A directory that already has a log keeps the engine it was created with.
+   */
+  readonly logEngine?: 'wal' | 'classic';
   /** Largest request. Default 1.5 MiB. */
   readonly requestBytesMax?: number;
   /** Most compares / operations per branch in a transaction. Default 128. */
@@ -362,21 +370,27 @@ export class RaftKV {
     for (const [name, value] of Object.entries(limits)) {
       if (!Number.isSafeInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`);
     }
+    if (options.logEngine !== undefined && options.logEngine !== 'wal' && options.logEngine !== 'classic') {
+      throw new InvalidArgumentError(`logEngine must be 'wal' or 'classic', got ${String(options.logEngine)}`);
+    }
     await mkdir(options.dataDir, { recursive: true });
-    const log = await ClassicLogStorage.open(join(options.dataDir, 'log'));
-    let store: MvccStore;
+    // The store first: its LevelDB lock keeps a second process (or instance) off this directory,
+    // and the log's recovery writes (a new segment, a cut torn tail) must not race another writer.
+    const store = await MvccStore.open(join(options.dataDir, 'kv'), {
+      ...(options.quotaBytes === undefined ? {} : { quotaBytes: options.quotaBytes }),
+      ...(options.leasesMax === undefined ? {} : { leasesMax: options.leasesMax }),
+    });
+    let log: LogStorage;
     try {
-      store = await MvccStore.open(join(options.dataDir, 'kv'), {
-        ...(options.quotaBytes === undefined ? {} : { quotaBytes: options.quotaBytes }),
-        ...(options.leasesMax === undefined ? {} : { leasesMax: options.leasesMax }),
-      });
+      log = await openLog(options.dataDir, options.logEngine);
     } catch (error) {
-      await log.close();
+      await store.close();
       throw error;
     }
     const {
       dataDir: _dataDir,
       quotaBytes: _quota,
+      logEngine: _logEngine,
       txnOperationsMax: _ops,
       watchersMax: _watchers,
       watchBufferEvents: _bufferEvents,
@@ -730,5 +744,23 @@ class WatchedStore implements StateMachinePort<WriteRequest, WriteResponse> {
   async close(): Promise<void> {
     this.hub.close();
     await this.store.close();
+  }
+}
+
+/** The data directory's Raft log: the engine it already has, else the one asked for (default 'wal'). */
+async function openLog(dataDir: string, engine: 'wal' | 'classic' | undefined): Promise<LogStorage> {
+  const [hasClassic, hasWal] = await Promise.all([exists(join(dataDir, 'log')), exists(join(dataDir, 'wal'))]);
+  if (hasClassic && hasWal) throw new InvalidArgumentError(`${dataDir} holds both a 'log' and a 'wal' directory; remove the one that is not in use`);
+  const classic = hasClassic || (!hasWal && engine === 'classic');
+  return classic ? ClassicLogStorage.open(join(dataDir, 'log')) : WalLogStorage.open(join(dataDir, 'wal'));
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw error;
   }
 }
