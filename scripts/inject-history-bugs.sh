@@ -50,17 +50,30 @@ EOF
      } catch (error) {
 EOF
     ;;
+  unsynced-wal)
+    # The same for the default log engine: segment records are written but
+    # never fdatasynced, yet saves resolve as if durable.
+    cat <<'EOF'
+--- a/src/storage/log/wal.ts
++++ b/src/storage/log/wal.ts
+@@ -229,3 +229,3 @@
+       this.activeBytes += frame.length;
+-      if (sync) await this.handle.datasync();
++      if (sync && false) await this.handle.datasync(); // INJECTED BUG: segment writes are never synced, yet saves resolve as if durable
+     });
+EOF
+    ;;
   ack-before-save)
     # Messages that acknowledge state (append responses, votes) are sent
     # before the Ready's entries and hard state are saved.
     cat <<'EOF'
 --- a/src/server/replicated-node.ts
 +++ b/src/server/replicated-node.ts
-@@ -423,2 +423,3 @@
+@@ -444,2 +444,3 @@
      }
 +    this.send(ready.messages); // INJECTED BUG: acknowledgements (append responses, votes) leave before the save is durable
      if (ready.snapshot !== null || ready.entries.length > 0 || ready.hardState !== null) {
-@@ -431,3 +432,2 @@
+@@ -452,3 +453,2 @@
      }
 -    this.send(ready.messages);
      for (const state of ready.readStates) this.reads.confirm(state.context, state.index);
@@ -96,7 +109,7 @@ EOF
   esac
 }
 
-NAMES="stale-read unsynced-log ack-before-save reapply-all reapply-last"
+NAMES="stale-read unsynced-log unsynced-wal ack-before-save reapply-all reapply-last"
 if [ "$1" = list ]; then
   for name in $NAMES; do echo "$name"; done
   exit 0

@@ -431,6 +431,17 @@ export class ReplicatedNode<Request, Response> {
       await this.drainApply();
       await this.installSnapshot(ready.snapshot.index, ready.snapshot.confState);
     }
+    // Committed entries already in the local durable log are applied while this Ready's write is in
+    // flight (as etcd does): a commit then waits for no fsync of later entries. The rest (a follower's
+    // entries committed in the message that brought them) wait for the write, so the store never
+    // holds what the local log might not.
+    const committed = ready.committedEntries;
+    let early = 0;
+    if (committed.length > 0 && ready.snapshot === null) {
+      const durable = Math.min(this.logStorage.lastIndex(), ready.entries.length > 0 ? ready.entries[0]!.index - 1 : Number.POSITIVE_INFINITY);
+      while (early < committed.length && committed[early]!.index <= durable) early += 1;
+      if (early > 0) this.enqueueApply(early === committed.length ? committed : committed.slice(0, early));
+    }
     if (ready.snapshot !== null || ready.entries.length > 0 || ready.hardState !== null) {
       await this.logStorage.save({
         snapshot: ready.snapshot,
@@ -441,9 +452,9 @@ export class ReplicatedNode<Request, Response> {
     }
     this.send(ready.messages);
     for (const state of ready.readStates) this.reads.confirm(state.context, state.index);
-    if (ready.committedEntries.length > 0) {
-      this.enqueueApply(ready.committedEntries);
-      const changesMembership = ready.committedEntries.some((entry) => entry.type === EntryType.ConfChange);
+    if (committed.length > 0) {
+      if (early < committed.length) this.enqueueApply(early === 0 ? committed : committed.slice(early));
+      const changesMembership = committed.some((entry) => entry.type === EntryType.ConfChange);
       if (changesMembership || this.applyQueue.length > this.applyQueueEntriesMax) await this.drainApply();
     }
     this.reads.release(this.appliedIndex);

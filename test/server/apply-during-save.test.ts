@@ -1,0 +1,202 @@
+// The ready loop applies committed entries that are already durable in the
+// local log while the next Ready's write is in flight (as etcd does), and
+// never applies an entry before the local log holds it durably: a follower
+// whose entries arrive already committed applies them only after its save.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ReplicatedNode } from '../../src/server/replicated-node.ts';
+import type { StateMachinePort } from '../../src/server/ports.ts';
+import { MemoryNetwork } from '../../src/transport/memory.ts';
+import { MemoryLogStorage } from '../../src/storage/log/memory.ts';
+import type { LogStorage, LogUpdate } from '../../src/storage/log/types.ts';
+import type { ConfState, Entry, SnapshotMetadata } from '../../src/raft/types.ts';
+import type { InitialState } from '../../src/raft/storage.ts';
+import { createRandom } from '../../src/raft/random.ts';
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function until(condition: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
+/** A log whose saves can be held at a gate; the read view changes when a save completes. */
+class GatedLog implements LogStorage {
+  private readonly disk = new MemoryLogStorage();
+  private holds: ((update: LogUpdate) => boolean) | null = null;
+  private waiting: (() => void)[] = [];
+  /** Updates whose save is waiting at the gate. */
+  readonly pending: LogUpdate[] = [];
+
+  close(): Promise<void> {
+    this.release();
+    return this.disk.close();
+  }
+  /** Holds every later save (or those `which` picks) until released. */
+  hold(which: (update: LogUpdate) => boolean = () => true): void {
+    this.holds = which;
+  }
+  /** Lets the saves waiting now through; the gate stays as it is for later ones. */
+  releaseWaiting(): void {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const resume of waiting) resume();
+  }
+  release(): void {
+    this.holds = null;
+    this.releaseWaiting();
+  }
+  async save(update: LogUpdate): Promise<void> {
+    if (this.holds !== null && this.holds(update)) {
+      this.pending.push(update);
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+      this.pending.splice(this.pending.indexOf(update), 1);
+    }
+    await this.disk.save(update);
+  }
+  bootstrap(confState: ConfState): Promise<void> {
+    return this.disk.bootstrap(confState);
+  }
+  createSnapshot(metadata: SnapshotMetadata): Promise<void> {
+    return this.disk.createSnapshot(metadata);
+  }
+  compact(compactIndex: number): Promise<void> {
+    return this.disk.compact(compactIndex);
+  }
+  isEmpty(): boolean {
+    return this.disk.isEmpty();
+  }
+  initialState(): InitialState {
+    return this.disk.initialState();
+  }
+  entries(lo: number, hi: number, maxBytes: number): readonly Entry[] {
+    return this.disk.entries(lo, hi, maxBytes);
+  }
+  term(index: number): number {
+    return this.disk.term(index);
+  }
+  firstIndex(): number {
+    return this.disk.firstIndex();
+  }
+  lastIndex(): number {
+    return this.disk.lastIndex();
+  }
+  snapshot(): SnapshotMetadata {
+    return this.disk.snapshot();
+  }
+}
+
+/** Records each applied index and checks, at the moment of applying, that the local log held it. */
+class RecordingMachine implements StateMachinePort<string, number> {
+  readonly applied: number[] = [];
+  readonly violations: string[] = [];
+  constructor(private readonly log: GatedLog) {}
+  appliedIndex(): number {
+    return this.applied.length === 0 ? 0 : this.applied[this.applied.length - 1]!;
+  }
+  async applyBatch(items: readonly { readonly index: number; readonly request: string | undefined }[]): Promise<(number | undefined)[]> {
+    return items.map(({ index }) => {
+      if (index <= this.appliedIndex()) return undefined;
+      if (index > this.log.lastIndex()) this.violations.push(`entry ${index} applied while the local log ends at ${this.log.lastIndex()}`);
+      this.applied.push(index);
+      return index;
+    });
+  }
+  async flush(): Promise<void> {}
+  async *snapshot(): AsyncIterable<Uint8Array> {
+    yield new TextEncoder().encode(String(this.appliedIndex()));
+  }
+  async restore(): Promise<void> {
+    throw new Error('not used here');
+  }
+  async close(): Promise<void> {}
+}
+
+interface Member {
+  readonly node: ReplicatedNode<string, number>;
+  readonly log: GatedLog;
+  readonly machine: RecordingMachine;
+}
+
+async function start(ids: number[], network: MemoryNetwork, seed: number): Promise<Map<number, Member>> {
+  const members = new Map<number, Member>();
+  for (const id of ids) {
+    const log = new GatedLog();
+    const machine = new RecordingMachine(log);
+    const node = await ReplicatedNode.start<string, number>({
+      id,
+      log,
+      stateMachine: machine,
+      transport: network.endpoint(id),
+      initialMembers: ids,
+      tickMs: 10,
+      requestTimeoutMs: 5_000,
+      random: createRandom(seed * 10 + id),
+    });
+    members.set(id, { node, log, machine });
+  }
+  return members;
+}
+
+async function leaderOf(members: Map<number, Member>): Promise<Member> {
+  let leader: Member | undefined;
+  await until(() => (leader = [...members.values()].find((member) => member.node.isLeader)) !== undefined, 'a leader');
+  return leader!;
+}
+
+test('a committed entry already in the durable log is applied while the next save is held', async () => {
+  const members = await start([1], new MemoryNetwork({ seed: 1 }), 1);
+  const only = members.get(1)!;
+  try {
+    await leaderOf(members);
+    await only.node.propose('a');
+    only.log.hold();
+    const b = only.node.propose('b');
+    await until(() => only.log.pending.some((update) => update.entries.length > 0), "the save of b's entry");
+    const index = only.log.pending.find((update) => update.entries.length > 0)!.entries[0]!.index;
+    // Let b's entry become durable; the save after it (b's commit, in the next Ready) is held.
+    only.log.releaseWaiting();
+    await until(() => only.log.pending.some((update) => (update.hardState?.commit ?? 0) >= index), 'the save that records the commit of b');
+    const answer = await Promise.race([b, sleep(2_000).then(() => 'not applied')]);
+    assert.equal(answer, index, 'b was applied while the save after it was still in flight');
+    assert.ok(only.log.pending.length > 0, 'the later save is still held');
+    assert.deepEqual(only.machine.violations, []);
+  } finally {
+    only.log.release();
+    await only.node.close();
+  }
+});
+
+test('a follower whose entries arrive already committed applies them only once its save completed', async () => {
+  const network = new MemoryNetwork({ seed: 2 });
+  const members = await start([1, 2, 3], network, 2);
+  try {
+    const leader = await leaderOf(members);
+    const [lagging, other] = [...members.values()].filter((member) => member !== leader);
+    await leader.node.propose('before');
+    await until(() => lagging!.machine.applied.length > 0 && other!.machine.applied.length > 0, 'both followers applying');
+    // Cut the lagging follower off; the leader commits entries with the other follower alone.
+    network.isolate(lagging!.node.id);
+    const committed = await Promise.all(['x', 'y', 'z'].map((request) => leader.node.propose(request)));
+    const last = Math.max(...committed);
+    lagging!.log.hold((update) => update.entries.length > 0);
+    network.heal();
+    // The leader's append carries the entries and a commit index covering them.
+    await until(() => lagging!.log.pending.some((update) => update.entries.length > 0), 'the lagging follower saving the entries');
+    const held = lagging!.log.pending.find((update) => update.entries.length > 0)!;
+    const first = held.entries[0]!.index;
+    assert.ok((held.hardState?.commit ?? 0) >= first, `the held save records entry ${first} as committed (commit ${held.hardState?.commit})`);
+    await sleep(100);
+    assert.ok(!lagging!.machine.applied.includes(first), `entry ${first} was applied before the follower's save of it completed`);
+    assert.deepEqual(lagging!.machine.violations, []);
+    lagging!.log.release();
+    await until(() => lagging!.machine.applied.includes(last), `the follower applying ${last} after its save`);
+    assert.deepEqual(lagging!.machine.violations, []);
+  } finally {
+    for (const member of members.values()) member.log.release();
+    await Promise.all([...members.values()].map((member) => member.node.close()));
+  }
+});
