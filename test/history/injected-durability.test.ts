@@ -14,13 +14,15 @@
 //    lost in every round).
 // 2. The Raft log asks LevelDB to fsync every save that must be synced
 //    (the bug "unsynced-log": only an OS crash or power loss would show it,
-//    so the request itself is checked).
+//    so the request itself is checked); and the segment log (the default
+//    engine) fdatasyncs after writing each such save ("unsynced-wal").
 //
 // Replay: SEED=<n> npm test -- injected-durability  (ROUNDS=<r>, default 5)
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
@@ -29,6 +31,7 @@ import type { StateMachinePort } from '../../src/server/ports.ts';
 import { MemoryNetwork } from '../../src/transport/memory.ts';
 import { MemoryLogStorage } from '../../src/storage/log/memory.ts';
 import { ClassicLogStorage } from '../../src/storage/log/classic.ts';
+import { WalLogStorage } from '../../src/storage/log/wal.ts';
 import type { LogStorage, LogUpdate } from '../../src/storage/log/types.ts';
 import type { ConfState, Entry, HardState, SnapshotMetadata } from '../../src/raft/types.ts';
 import { EntryType } from '../../src/raft/types.ts';
@@ -246,6 +249,47 @@ test('the Raft log asks LevelDB to fsync every save that must be synced', async 
     assert.equal(log.lastIndex(), 4);
   } finally {
     batchPrototype._write = original;
+    await log.close();
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
+test('the segment log fdatasyncs after writing every save that must be synced, before it resolves', async () => {
+  const directory = mkdtempSync(join(tmpdir(), 'raftkv-sync-'));
+  const probe = await open(join(directory, 'probe'), 'w');
+  const handlePrototype = Object.getPrototypeOf(probe) as { write: (...args: unknown[]) => Promise<unknown>; datasync: () => Promise<void> };
+  await probe.close();
+  const { write, datasync } = handlePrototype;
+  const calls: string[] = [];
+  handlePrototype.write = function (this: unknown, ...args: unknown[]) {
+    calls.push('write');
+    return write.apply(this, args);
+  };
+  handlePrototype.datasync = async function (this: unknown) {
+    await datasync.call(this);
+    calls.push('datasync');
+  };
+  const log = await WalLogStorage.open(join(directory, 'wal'));
+  try {
+    await log.bootstrap({ voters: [1], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false });
+    const entry = (index: number): Entry => ({ term: 1, index, type: EntryType.Normal, data: new Uint8Array([index]) });
+    const hardState = (commit: number): HardState => ({ term: 1, vote: 1, commit });
+    const updates: LogUpdate[] = [
+      { snapshot: null, entries: [entry(2), entry(3)], hardState: hardState(1), sync: true },
+      { snapshot: null, entries: [], hardState: hardState(3), sync: false }, // a commit index only: etcd does not sync it
+      { snapshot: null, entries: [entry(4)], hardState: null, sync: true },
+      { snapshot: null, entries: [], hardState: { term: 2, vote: 0, commit: 3 }, sync: true }, // a new term
+    ];
+    for (const update of updates) {
+      calls.length = 0;
+      await log.save(update);
+      assert.ok(calls.includes('write'), 'a save wrote nothing');
+      if (update.sync) assert.equal(calls[calls.length - 1], 'datasync', `a save that must be synced resolved after ${calls.join(', ')}: its write was not synced`);
+    }
+    assert.equal(log.lastIndex(), 4);
+  } finally {
+    handlePrototype.write = write;
+    handlePrototype.datasync = datasync;
     await log.close();
     rmSync(directory, { recursive: true, force: true });
   }
