@@ -1,9 +1,11 @@
 // WalLogStorage beyond the conformance suite: segments roll over and go once
 // compacted, recovery cuts a write torn by a crash but refuses damage, and a
-// crash part way through deleting segments still recovers.
+// crash part way through deleting segments still recovers; a failed sync
+// stops it for good.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WalLogStorage } from '../../src/storage/log/wal.ts';
@@ -228,4 +230,34 @@ test('open validates its arguments with typed errors', async () => {
   await assert.rejects(WalLogStorage.open(''), { code: 'RAFTKV_INVALID_ARGUMENT' });
   await assert.rejects(WalLogStorage.open(fresh(), { segmentBytes: 10 }), { code: 'RAFTKV_INVALID_ARGUMENT' });
   await assert.rejects(WalLogStorage.open(fresh(), { segmentBytes: 1.5e4 + 0.5 }), { code: 'RAFTKV_INVALID_ARGUMENT' });
+});
+
+test('a failed datasync stops the log for good: never retried, every later call fails the same way', async () => {
+  const directory = fresh();
+  const storage = await writeLog(directory, 2, 5);
+  const probe = await open(join(directory, 'probe'), 'w');
+  const handlePrototype = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
+  await probe.close();
+  unlinkSync(join(directory, 'probe'));
+  const datasync = handlePrototype.datasync;
+  let calls = 0;
+  handlePrototype.datasync = async function () {
+    calls += 1;
+    throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+  };
+  try {
+    await assert.rejects(storage.save({ snapshot: null, entries: entries(12, 2, 2), hardState: null, sync: true }), (error: unknown) => {
+      const e = error as { code?: string; cause?: { code?: string } };
+      return e.code === 'RAFTKV_STORAGE_FAILED' && e.cause?.code === 'EIO';
+    });
+  } finally {
+    handlePrototype.datasync = datasync;
+  }
+  assert.equal(calls, 1, 'the failed sync was not retried');
+  assert.equal(storage.lastIndex(), 11, 'the read view did not take the failed save');
+  // The disk works again, but the storage stays stopped: the failed write may or may not be on disk.
+  await assert.rejects(storage.save({ snapshot: null, entries: entries(12, 1, 2), hardState: null, sync: true }), { code: 'RAFTKV_STORAGE_FAILED' });
+  await assert.rejects(storage.compact(5), { code: 'RAFTKV_STORAGE_FAILED' });
+  assert.throws(() => storage.entries(2, 5, Infinity), { code: 'RAFTKV_STORAGE_FAILED' });
+  await storage.close();
 });
