@@ -20,10 +20,11 @@
 // After every open that succeeds it appends one more save, reopens, and
 // checks again: recovery left a log that can be written.
 // WAL_TORN_STRICT=1 adds two kinds of damage the format cannot tell from a
-// torn write or a clean segment end today, so they fail (docs/storage.md):
+// torn write or a clean segment end today, so they fail:
 //   flip     also a byte of a length field in the newest segment: a larger
 //            length reads as a record cut short by the end of the file, and
-//            the records after it are cut away without an error (e.g. seed 1);
+//            the records after it are cut away without an error (e.g. seed 1),
+//            or cut away before a later check refuses the log (seed 2);
 //   dropped  an older segment cut at a record boundary (its last records lost
 //            whole): expected RAFTKV_LOG_CORRUPT or the exact log, but entries
 //            lost at its end can silently vanish (e.g. seed 4).
