@@ -24,11 +24,12 @@
 //   flip     also a byte of a length field in the newest segment (but in its
 //            last record, which no reader can tell from a torn one): a larger
 //            length reads as a record cut short by the end of the file, and
-//            the records after it are cut away without an error (e.g. seed 1),
-//            or cut away before a later check refuses the log (seed 2);
+//            the records after it are cut away without an error (e.g. seed 4),
+//            or cut away before a later check refuses the log (seed 17);
 //   dropped  an older segment cut at a record boundary (its last records lost
 //            whole): expected RAFTKV_LOG_CORRUPT or the exact log, but entries
-//            lost at its end can silently vanish (e.g. seed 4).
+//            lost at its end can silently vanish (e.g. seed 1) or an overwrite
+//            be undone (seed 2: entries come back at their old term).
 // Replay: SEED=<n> npm test -- storage-log/wal-torn   (CASES=<n> for more)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -141,6 +142,15 @@ async function build(directory: string, random: RandomSource): Promise<{ history
   mark('bootstrap');
   let term = 1;
   let vote = 0;
+  const compact = async (m: Model): Promise<Model> => {
+    const index = m.start.index + 1 + random(m.snapshot.index - m.start.index);
+    const segments = storage.segmentCount;
+    await storage.compact(index);
+    const next = { ...m, start: { index, term: termOf(m, index) }, entries: m.entries.slice(index - m.start.index) };
+    model = next;
+    mark(`compact ${index}${storage.segmentCount < segments ? ` (deleted ${segments - storage.segmentCount} segments)` : ''}`);
+    return next;
+  };
   for (let op = 0; op < OPERATIONS; op++) {
     const roll = random(100);
     const last = lastOf(model);
@@ -174,18 +184,16 @@ async function build(directory: string, random: RandomSource): Promise<{ history
       await storage.save({ snapshot: null, entries: [], hardState: hard, sync: false });
       model = applySave(model, null, [], hard);
       mark(`hard state commit ${hard.commit}`);
-    } else if (roll < 83 && commit > model.snapshot.index) {
+    } else if (roll < 84 && commit > model.snapshot.index) {
       const index = model.snapshot.index + 1 + random(commit - model.snapshot.index);
       const snapshot = { index, term: termOf(model, index), confState: conf };
       await storage.createSnapshot(snapshot);
       model = { ...model, snapshot };
       mark(`createSnapshot ${index}`);
+      if (random(10) < 6) model = await compact(model);
     } else if (roll < 91 && model.snapshot.index > model.start.index) {
-      const index = model.start.index + 1 + random(model.snapshot.index - model.start.index);
-      await storage.compact(index);
-      model = { ...model, start: { index, term: termOf(model, index) }, entries: model.entries.slice(index - model.start.index) };
-      mark(`compact ${index}`);
-    } else if (roll < 96) {
+      model = await compact(model);
+    } else if (roll < 94) {
       // A follower installs a leader's snapshot: the whole log is replaced.
       term += random(2);
       const index = commit + random(last + 20 - commit + 1);
@@ -406,6 +414,7 @@ test(`WalLogStorage recovers torn writes and refuses damage (seed ${seed}, ${cas
     const { history, contents } = await build(join(root, 'log'), random);
     const segmentsSeen = contents.size;
     assert.ok(segmentsSeen >= 10, `the log spanned ${segmentsSeen} segments`);
+    assert.ok(history.some((point) => point.what.includes('deleted')), 'a compaction deleted segments');
     const kinds: Kind[] = ['torn', 'torn', 'torn', 'torn', 'sectors', 'sectors', 'flip', 'flip', 'older', strict ? 'dropped' : 'older'];
     const tally = new Map<string, number>();
     for (let i = 0; i < cases; i++) {
@@ -427,7 +436,14 @@ test(`WalLogStorage recovers torn writes and refuses damage (seed ${seed}, ${cas
     for (const kind of ['torn recovered', 'sectors recovered', 'flip corrupt', 'older corrupt']) {
       assert.ok((tally.get(kind) ?? 0) > 0, `no case "${kind}" ran (seed ${seed}; replay: ${replay})`);
     }
-    if (process.env['WAL_TORN_VERBOSE'] === '1') console.log(`seed ${seed}: ${history.length} operations, ${segmentsSeen} segments`, Object.fromEntries(tally));
+    if (process.env['WAL_TORN_VERBOSE'] === '1') {
+      const operations = new Map<string, number>();
+      for (const point of history) {
+        const what = point.what.includes('deleted') ? 'compact-deleting' : point.what.split(' ')[0]!;
+        operations.set(what, (operations.get(what) ?? 0) + 1);
+      }
+      console.log(`seed ${seed}: ${segmentsSeen} segments`, Object.fromEntries(operations), Object.fromEntries(tally));
+    }
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
