@@ -411,7 +411,9 @@ test(`WalLogStorage recovers torn writes and refuses damage (seed ${seed}, ${cas
   const root = mkdtempSync(join(tmpdir(), 'raftkv-wal-torn-'));
   try {
     const random = createRandom(seed);
-    const { history, contents } = await build(join(root, 'log'), random);
+    const { history, contents } = await build(join(root, 'log'), random).catch((error: unknown) => {
+      throw new Error(`writing the log failed: ${error instanceof Error ? error.message : String(error)}\nseed ${seed}; replay: ${replay}`, { cause: error });
+    });
     const segmentsSeen = contents.size;
     assert.ok(segmentsSeen >= 10, `the log spanned ${segmentsSeen} segments`);
     assert.ok(history.some((point) => point.what.includes('deleted')), 'a compaction deleted segments');
