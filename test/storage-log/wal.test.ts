@@ -92,8 +92,9 @@ test('a record cut short by a crash is dropped and the file cut there; later wri
   const files = segmentFiles(directory);
   const last = join(directory, files[files.length - 1]!);
   const good = statSync(last).size;
-  // Half of a further save record: a plausible frame header claiming more bytes than the file holds.
-  appendFileSync(last, Buffer.from([0, 0, 4, 0, 1, 2, 3, 4, 2, 6, 7, 7, 7]));
+  // Part of a further save record: a whole header (length 1,024 and its complement, a checksum) and
+  // the first bytes of a body the crash kept from the disk.
+  appendFileSync(last, Buffer.from([0, 0, 4, 0, 0xff, 0xff, 0xfb, 0xff, 1, 2, 3, 4, 2, 6, 7, 7, 7]));
   storage = await WalLogStorage.open(directory);
   try {
     assert.equal(statSync(last).size, good, 'the torn tail is cut off');

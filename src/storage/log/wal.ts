@@ -10,17 +10,23 @@
 // was opened), so the segments before it are needed only for their entries;
 // once every entry in them is compacted away they are deleted.
 //
-// Record: length u32 | crc32 u32 (of the body) | body, body[0] = kind.
-//   STATE    JSON { hardState, snapshot, start: { index, term }, written }
+// Record: length u32 | ~length u32 | crc32 u32 (of the body) | body | 0x5a,
+// body[0] = kind. The length's complement tells a damaged length from a
+// write cut short by a crash, which a length alone cannot; the last byte is
+// never zero, so zeros up to the end of the file are a sector the disk never
+// got, not a record that happens to end in zeros.
+//   STATE    JSON { hardState, snapshot, start: { index, term },
+//            last: { index, term }, written }
 //   SAVE     flags u8 (1 snapshot, 2 hard state, 4 entries)
 //            [u32 length, JSON snapshot metadata] [f64 term, vote, commit]
 //            [a run of entries, codec.ts's encodeRun]
 //   SNAPSHOT JSON snapshot metadata (createSnapshot)
 //   COMPACT  f64 index, f64 term
 // One save is one record, so it lands whole or not at all: recovery stops
-// at the first record of the last segment that is incomplete or fails its
-// checksum (a write torn by a crash; nothing after it was ever synced) and
-// cuts the file there. A bad record in any earlier segment is corruption.
+// at the first record of the last segment that a crash tore (cut short by
+// the end of the file, or with a sector of zeros: nothing after it was ever
+// synced) and cuts the file there. Any other bad record is corruption, as is
+// a segment that does not end where the next one's STATE says the log ended.
 //
 // One process at a time: RaftKV opens its MVCC store (which holds a
 // LevelDB lock on the data directory) before this log.
@@ -45,7 +51,10 @@ const KIND_COMPACT = 4;
 const SAVE_SNAPSHOT = 1;
 const SAVE_HARD_STATE = 2;
 const SAVE_ENTRIES = 4;
-const FRAME_BYTES = 8;
+const FRAME_BYTES = 12;
+const RECORD_END = 0x5a;
+/** Header and trailing byte. */
+const OVERHEAD_BYTES = FRAME_BYTES + 1;
 const SECTOR_BYTES = 512;
 
 /** Default size after which the next write starts a new segment. */
@@ -262,13 +271,16 @@ export class WalLogStorage implements LogStorage {
 // ---- Encoding ----
 
 function frameOf(bodyLength: number): { frame: Uint8Array; view: DataView } {
-  const frame = new Uint8Array(FRAME_BYTES + bodyLength);
+  const frame = new Uint8Array(OVERHEAD_BYTES + bodyLength);
   return { frame, view: new DataView(frame.buffer) };
 }
 
 function seal(frame: Uint8Array, view: DataView): Uint8Array {
-  view.setUint32(0, frame.length - FRAME_BYTES);
-  view.setUint32(4, crc32(frame, FRAME_BYTES));
+  const length = frame.length - OVERHEAD_BYTES;
+  view.setUint32(0, length);
+  view.setUint32(4, ~length >>> 0);
+  view.setUint32(8, crc32(frame, FRAME_BYTES, FRAME_BYTES + length));
+  frame[FRAME_BYTES + length] = RECORD_END;
   return frame;
 }
 
@@ -309,8 +321,13 @@ interface ReplayState {
   written: boolean;
 }
 
-function encodeState(state: ReplayState): Uint8Array {
-  const json = JSON.stringify({ hardState: state.hardState, snapshot: state.snapshot, start: state.start, written: state.written });
+interface StateRecord extends ReplayState {
+  /** The log's last entry when the segment was opened (the start if it had none). */
+  readonly last: { index: number; term: number };
+}
+
+function encodeState(state: StateRecord): Uint8Array {
+  const json = JSON.stringify({ hardState: state.hardState, snapshot: state.snapshot, start: state.start, last: state.last, written: state.written });
   return encodeBody(KIND_STATE, new TextEncoder().encode(json));
 }
 
@@ -321,6 +338,7 @@ async function createSegment(directory: string, sequence: number, view: MemoryLo
     hardState,
     snapshot: view.snapshot(),
     start: { index: view.firstIndex() - 1, term: view.term(view.firstIndex() - 1) },
+    last: { index: view.lastIndex(), term: view.term(view.lastIndex()) },
     written: !view.isEmpty(),
   });
   const handle = await open(path, 'wx');
@@ -386,6 +404,7 @@ async function recover(directory: string): Promise<{ view: MemoryLogStorage; seg
     listFirst = index + 1;
   };
 
+  let tornTail: { path: string; offset: number; bytes: number; empty: boolean } | null = null;
   for (let position = 0; position < names.length; position++) {
     const name = names[position]!;
     const path = join(directory, name);
@@ -403,6 +422,16 @@ async function recover(directory: string): Promise<{ view: MemoryLogStorage; seg
       if (kind === KIND_STATE) {
         const decoded = decodeState(body.subarray(1));
         if (decoded === null) throw new LogCorruptError(0, `the state record of segment ${name} does not decode`);
+        // The segments before must end where the log ended when this one was opened. If they do not (no
+        // segment before; entries only in deleted segments; records lost at the end of an older segment, cut
+        // at a record boundary), the log is known only from after `last`: the final check then requires
+        // everything through `last` to be compacted away, and refuses the log otherwise.
+        const replayedLast = list.length > 0 ? list[list.length - 1]! : null;
+        if (replayedLast === null || replayedLast.index !== decoded.last.index || replayedLast.term !== decoded.last.term) {
+          if (replayedLast !== null) log('segment %s: the segments before end at %d, not at %d as it records', name, replayedLast.index, decoded.last.index);
+          list = [];
+          listFirst = Math.max(listFirst, decoded.last.index + 1);
+        }
         state.hardState = decoded.hardState;
         state.snapshot = decoded.snapshot;
         state.start = decoded.start;
@@ -454,27 +483,21 @@ async function recover(directory: string): Promise<{ view: MemoryLogStorage; seg
         throw new LogCorruptError(0, `segment ${name} holds a record of unknown kind ${String(kind)} at byte ${offset}`);
       }
       records += 1;
-      offset += FRAME_BYTES + body.length;
+      offset += OVERHEAD_BYTES + body.length;
     }
     if (offset < bytes.length) {
       const at = listFirst + list.length;
       if (!isLast) throw new LogCorruptError(at, `segment ${name} is damaged at byte ${offset} and is not the last segment`);
       if (!isTorn(bytes, data, offset)) {
-        throw new LogCorruptError(at, `segment ${name} holds a complete record at byte ${offset} that fails its checksum (damage, not a torn write)`);
+        throw new LogCorruptError(at, `segment ${name} holds a bad record at byte ${offset} that a crash cannot leave (damage, not a torn write)`);
       }
-      // A write torn by a crash: it was never synced, so it was never acknowledged.
-      log('segment %s: cutting a torn tail of %d bytes at byte %d', name, bytes.length - offset, offset);
-      await truncate(path, offset);
-      await syncPath(path);
-    }
-    if (records === 0) {
-      // Its state record never made it to disk: the segment holds nothing.
+      // A write torn by a crash: it was never synced, so it was never acknowledged. Cut once the whole log checks out.
+      tornTail = { path, offset, bytes: bytes.length, empty: records === 0 };
+    } else if (records === 0) {
       if (!isLast) throw new LogCorruptError(0, `segment ${name} is empty and is not the last segment`);
-      await unlink(path);
-      await syncDirectory(directory);
-      continue;
+      tornTail = { path, offset: 0, bytes: 0, empty: true };
     }
-    segments.push(segment);
+    if (records > 0) segments.push(segment);
   }
 
   dropThrough(state.start.index);
@@ -492,6 +515,21 @@ async function recover(directory: string): Promise<{ view: MemoryLogStorage; seg
   if (snapshot.index > lastIndex || snapshot.index < start.index) {
     throw new LogCorruptError(snapshot.index, `snapshot ${snapshot.index} is outside the stored log [${start.index}, ${lastIndex}]`);
   }
+  // The log checks out: only now change files (a refused open leaves the directory as it found it).
+  if (tornTail !== null) {
+    if (tornTail.empty) {
+      // Its state record never made it to disk: the segment holds nothing.
+      log('segment %s: removing it, its state record is torn', tornTail.path);
+      await unlink(tornTail.path);
+      await syncDirectory(directory);
+    } else {
+      log('segment %s: cutting a torn tail of %d bytes at byte %d', tornTail.path, tornTail.bytes - tornTail.offset, tornTail.offset);
+      await truncate(tornTail.path, tornTail.offset);
+    }
+  }
+  // The newest segment may end in writes that were never synced (sync: false saves, then a restart):
+  // sync it before a new segment follows it, or a power loss could leave an older segment torn.
+  if (segments.length > 0) await syncPath(segments[segments.length - 1]!.path);
   const view = MemoryLogStorage.fromRecovered({
     hardState,
     snapshot,
@@ -503,47 +541,65 @@ async function recover(directory: string): Promise<{ view: MemoryLogStorage; seg
   return { view, segments };
 }
 
+/** The record's length if its header is whole and consistent (length and complement agree), else null. */
+function headerLength(bytes: Uint8Array, data: DataView, offset: number): number | null {
+  if (offset + FRAME_BYTES > bytes.length) return null;
+  const length = data.getUint32(offset);
+  if (length === 0 || length > RECORD_BYTES_MAX || data.getUint32(offset + 4) !== (~length >>> 0)) return null;
+  return length;
+}
+
 /**
  * Whether the bad record at offset is what a crash leaves of a write that was
- * never synced: cut short by the end of the file, or with a whole disk sector
- * of it still zeros (a page the crash kept from the disk). A complete record
- * that simply fails its checksum is damage, and refusing to start is safer
- * than cutting away what may be acknowledged writes (etcd's wal decides so too).
+ * never synced: its header cut short by the end of the file; a whole header
+ * whose record runs past the end of the file; or zeros where the disk never
+ * got a sector of it (a whole 512-byte sector of zeros inside the record, or
+ * zeros from a sector boundary to the end of the file). Anything else, a
+ * complete record failing its checksum or a header whose length and
+ * complement disagree, is damage, and refusing to start is safer than cutting
+ * away what may be acknowledged writes (etcd's wal decides so too).
  */
 function isTorn(bytes: Uint8Array, data: DataView, offset: number): boolean {
   if (offset + FRAME_BYTES > bytes.length) return true;
-  const length = data.getUint32(offset);
-  if (length === 0 || offset + FRAME_BYTES + length > bytes.length) return true;
-  const end = offset + FRAME_BYTES + length;
+  const length = headerLength(bytes, data, offset);
+  if (length !== null && offset + OVERHEAD_BYTES + length > bytes.length) return true;
+  const end = length === null ? bytes.length : offset + OVERHEAD_BYTES + length;
   for (let sector = Math.floor(offset / SECTOR_BYTES) * SECTOR_BYTES; sector < end; sector += SECTOR_BYTES) {
     const from = Math.max(sector, offset);
     const to = Math.min(sector + SECTOR_BYTES, end);
     let zeros = true;
     for (let i = from; i < to && zeros; i++) zeros = bytes[i] === 0;
-    if (zeros && to - from === SECTOR_BYTES) return true;
+    if (zeros && (to - from === SECTOR_BYTES || to === bytes.length)) return true;
   }
   return false;
 }
 
-/** The body of the record at offset, or null if it is incomplete or fails its checksum. */
+/** The body of the record at offset, or null if it is incomplete, its header is inconsistent, or it fails its checksum. */
 function readRecord(bytes: Uint8Array, data: DataView, offset: number): Uint8Array | null {
-  if (offset + FRAME_BYTES > bytes.length) return null;
-  const length = data.getUint32(offset);
-  if (length === 0 || length > RECORD_BYTES_MAX || offset + FRAME_BYTES + length > bytes.length) return null;
-  if (data.getUint32(offset + 4) !== crc32(bytes, offset + FRAME_BYTES, offset + FRAME_BYTES + length)) return null;
+  const length = headerLength(bytes, data, offset);
+  if (length === null || offset + OVERHEAD_BYTES + length > bytes.length) return null;
+  if (bytes[offset + FRAME_BYTES + length] !== RECORD_END) return null;
+  if (data.getUint32(offset + 8) !== crc32(bytes, offset + FRAME_BYTES, offset + FRAME_BYTES + length)) return null;
   return bytes.subarray(offset + FRAME_BYTES, offset + FRAME_BYTES + length);
 }
 
-function decodeState(payload: Uint8Array): ReplayState | null {
-  const value = parseJson(payload) as { hardState?: Partial<HardState>; snapshot?: unknown; start?: { index?: unknown; term?: unknown }; written?: unknown } | null;
+function decodeState(payload: Uint8Array): StateRecord | null {
+  const value = parseJson(payload) as { hardState?: Partial<HardState>; snapshot?: unknown; start?: { index?: unknown; term?: unknown }; last?: { index?: unknown; term?: unknown }; written?: unknown } | null;
   if (typeof value !== 'object' || value === null) return null;
   const hard = value.hardState;
   if (hard === undefined || !isIndex(hard.term) || !isIndex(hard.vote) || !isIndex(hard.commit)) return null;
   const snapshot = snapshotMetadataFromJson(value.snapshot);
   if (snapshot === null) return null;
-  const start = value.start;
+  const { start, last } = value;
   if (start === undefined || !isIndex(start.index) || !isIndex(start.term) || typeof value.written !== 'boolean') return null;
-  return { hardState: { term: hard.term, vote: hard.vote, commit: hard.commit }, snapshot, start: { index: start.index, term: start.term }, written: value.written };
+  if (last === undefined || !isIndex(last.index) || !isIndex(last.term) || last.index < start.index) return null;
+  return {
+    hardState: { term: hard.term, vote: hard.vote, commit: hard.commit },
+    snapshot,
+    start: { index: start.index, term: start.term },
+    last: { index: last.index, term: last.term },
+    written: value.written,
+  };
 }
 
 function decodeSave(body: Uint8Array): { snapshot: SnapshotMetadata | null; hardState: HardState | null; entries: (Entry | null)[] } | null {
