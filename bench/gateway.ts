@@ -4,7 +4,7 @@
 // callers putting 256-byte values and then reading them back (linearizable
 // gets, the client's default). raftkv runs three members, one per worker
 // thread (as one per process in production; etcd runs three processes),
-// over MessagePort transports with classic-level storage (every write synced
+// over MessagePort transports with durable storage (every write synced
 // on a quorum), each member serving its own GrpcGateway. etcd is started as
 // bench/targets/etcd.ts starts it (three members on loopback). A third
 // target, "grpc-js floor", is three worker threads whose gRPC servers answer

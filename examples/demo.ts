@@ -1,5 +1,5 @@
 // The README's main job, part 1: a 3-node raftkv cluster in this process with
-// classic-level storage. Shows the election, writes on different members,
+// durable storage (segment-file log, classic-level store). Shows the election, writes on different members,
 // linearizable reads everywhere, a transaction, a leader crash and failover,
 // a restart from disk, and that every member ends with the same store (hash).
 // Run: npm run demo

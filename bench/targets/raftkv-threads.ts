@@ -1,6 +1,6 @@
 // The raftkv side of `npm run bench -- --threads`: a 3-member cluster with one
 // member per worker thread (as one member per app process in production),
-// connected by MessagePort transports, each with classic-level storage and
+// connected by MessagePort transports, each with durable storage and
 // every write synced on a quorum. The bench's clients talk to the members
 // over ports, round-robin, as etcd clients talk to endpoints.
 
