@@ -6,9 +6,9 @@
 //
 // Directory: segment files named by a 16-hex-digit sequence number,
 // `0000000000000001.wal`, replayed in order. A segment starts with a STATE
-// record (hard state, snapshot metadata and log start as they were when it
-// was opened), so the segments before it are needed only for their entries;
-// once every entry in them is compacted away they are deleted.
+// record (hard state, snapshot metadata, and where the log started and
+// ended when it was opened), so the segments before it are needed only for
+// their entries; once every entry in them is compacted away they go.
 //
 // Record: length u32 | ~length u32 | crc32 u32 (of the body) | body | 0x5a,
 // body[0] = kind. The length's complement tells a damaged length from a
@@ -25,8 +25,10 @@
 // One save is one record, so it lands whole or not at all: recovery stops
 // at the first record of the last segment that a crash tore (cut short by
 // the end of the file, or with a sector of zeros: nothing after it was ever
-// synced) and cuts the file there. Any other bad record is corruption, as is
-// a segment that does not end where the next one's STATE says the log ended.
+// synced) and cuts the file there, once the whole log has checked out. Any
+// other bad record is corruption, as is a segment that does not end where
+// the next one's STATE says the log ended (unless what is missing was
+// compacted away since).
 //
 // One process at a time: RaftKV opens its MVCC store (which holds a
 // LevelDB lock on the data directory) before this log.
