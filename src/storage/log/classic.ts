@@ -9,7 +9,6 @@
 import { ClassicLevel } from 'classic-level';
 import createDebug from 'debug';
 import { InvalidArgumentError } from '../../raft/errors.ts';
-import type { InitialState } from '../../raft/storage.ts';
 import type { ConfState, Entry, HardState, SnapshotMetadata } from '../../raft/types.ts';
 import {
   decodeRun,
@@ -28,6 +27,7 @@ import {
   LOG_START_KEY,
   SNAPSHOT_KEY,
 } from './codec.ts';
+import { DiskLogStorage } from './disk-log.ts';
 import { LogCorruptError, StorageFailedError } from './errors.ts';
 import { MemoryLogStorage } from './memory.ts';
 import type { LogStorage, LogUpdate } from './types.ts';
@@ -53,16 +53,15 @@ const LOG_WRITE_BUFFER_BYTES = 16 * 1024 * 1024;
 
 const EMPTY_CONF: ConfState = { voters: [], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
 
-export class ClassicLogStorage implements LogStorage {
-  private failure: Error | null = null;
-  private closed = false;
-
+export class ClassicLogStorage extends DiskLogStorage implements LogStorage {
   private constructor(
     private readonly db: Database,
-    private readonly view: MemoryLogStorage,
+    view: MemoryLogStorage,
     /** The stored runs of entries, by first index (some may start below the log's first index). */
     private runs: Run[],
-  ) {}
+  ) {
+    super(view);
+  }
 
   static async open(directory: string): Promise<ClassicLogStorage> {
     if (typeof directory !== 'string' || directory.length === 0) throw new InvalidArgumentError('directory must be a non-empty string');
@@ -77,53 +76,10 @@ export class ClassicLogStorage implements LogStorage {
     }
   }
 
-  // ---- RaftLogReader: served from memory ----
-
-  initialState(): InitialState {
-    this.ensureUsable();
-    return this.view.initialState();
-  }
-
-  entries(lo: number, hi: number, maxBytes: number): readonly Entry[] {
-    this.ensureUsable();
-    return this.view.entries(lo, hi, maxBytes);
-  }
-
-  term(index: number): number {
-    this.ensureUsable();
-    return this.view.term(index);
-  }
-
-  firstIndex(): number {
-    return this.view.firstIndex();
-  }
-
-  lastIndex(): number {
-    return this.view.lastIndex();
-  }
-
-  snapshot(): SnapshotMetadata {
-    return this.view.snapshot();
-  }
-
-  isEmpty(): boolean {
-    return this.view.isEmpty();
-  }
-
-  // ---- Writes: disk first, then the view; one at a time ----
+  // ---- Writes: disk first, then the view; one at a time (DiskLogStorage.exclusive) ----
   //
-  // Each write reads the stored runs, awaits the disk, then replaces them:
-  // two overlapping writes (the ready loop's save and the apply worker's
-  // compaction) would lose one's update, and a run left on disk but
-  // forgotten makes the log unreadable on restart. So they queue.
-
-  private writing: Promise<unknown> = Promise.resolve();
-
-  private exclusive<T>(operation: () => Promise<T>): Promise<T> {
-    const run = this.writing.then(operation, operation);
-    this.writing = run.catch(() => undefined);
-    return run;
-  }
+  // Each write reads the stored runs, awaits the disk, then replaces them: a
+  // run left on disk but forgotten makes the log unreadable on restart.
 
   save(update: LogUpdate): Promise<void> {
     return this.exclusive(() => this.saveNow(update));
@@ -219,9 +175,7 @@ export class ClassicLogStorage implements LogStorage {
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.writing;
+    if (!(await this.closeWrites())) return;
     await this.db.close();
   }
 
@@ -235,16 +189,11 @@ export class ClassicLogStorage implements LogStorage {
       }
       await batch.write({ sync });
     } catch (error) {
-      this.failure = new StorageFailedError('a log write failed; the node must stop (never retry a failed sync)', { cause: error });
       log('log write failed: %O', error);
-      throw this.failure;
+      throw this.failed(error);
     }
   }
 
-  private ensureUsable(): void {
-    if (this.failure !== null) throw this.failure;
-    if (this.closed) throw new StorageFailedError('the log storage is closed');
-  }
 }
 
 /** Reads everything back and checks it; throws LogCorruptError naming the first bad index. */

@@ -37,10 +37,10 @@ import { mkdir, open, readdir, readFile, truncate, unlink, type FileHandle } fro
 import { join } from 'node:path';
 import createDebug from 'debug';
 import { InvalidArgumentError } from '../../raft/errors.ts';
-import type { InitialState } from '../../raft/storage.ts';
 import type { ConfState, Entry, HardState, SnapshotMetadata } from '../../raft/types.ts';
 import { crc32, decodeRun, encodeRun, snapshotMetadataFromJson } from './codec.ts';
-import { LogCorruptError, StorageFailedError } from './errors.ts';
+import { DiskLogStorage } from './disk-log.ts';
+import { LogCorruptError } from './errors.ts';
 import { MemoryLogStorage } from './memory.ts';
 import type { LogStorage, LogUpdate } from './types.ts';
 
@@ -82,20 +82,18 @@ interface Segment {
   maxIndex: number;
 }
 
-export class WalLogStorage implements LogStorage {
-  private failure: Error | null = null;
-  private closed = false;
-  private writing: Promise<unknown> = Promise.resolve();
-
+export class WalLogStorage extends DiskLogStorage implements LogStorage {
   private constructor(
     private readonly directory: string,
     private readonly segmentBytes: number,
-    private readonly view: MemoryLogStorage,
+    view: MemoryLogStorage,
     /** Oldest first; the last is the one being written. */
     private readonly segments: Segment[],
     private handle: FileHandle,
     private activeBytes: number,
-  ) {}
+  ) {
+    super(view);
+  }
 
   static async open(directory: string, options: WalOptions = {}): Promise<WalLogStorage> {
     if (typeof directory !== 'string' || directory.length === 0) throw new InvalidArgumentError('directory must be a non-empty string');
@@ -113,51 +111,12 @@ export class WalLogStorage implements LogStorage {
     return new WalLogStorage(directory, segmentBytes, view, segments, handle, bytes);
   }
 
-  // ---- RaftLogReader: served from memory ----
-
-  initialState(): InitialState {
-    this.ensureUsable();
-    return this.view.initialState();
-  }
-
-  entries(lo: number, hi: number, maxBytes: number): readonly Entry[] {
-    this.ensureUsable();
-    return this.view.entries(lo, hi, maxBytes);
-  }
-
-  term(index: number): number {
-    this.ensureUsable();
-    return this.view.term(index);
-  }
-
-  firstIndex(): number {
-    return this.view.firstIndex();
-  }
-
-  lastIndex(): number {
-    return this.view.lastIndex();
-  }
-
-  snapshot(): SnapshotMetadata {
-    return this.view.snapshot();
-  }
-
-  isEmpty(): boolean {
-    return this.view.isEmpty();
-  }
-
   /** How many segment files the log spans now (the last is being written). */
   get segmentCount(): number {
     return this.segments.length;
   }
 
-  // ---- Writes: disk first, then the view; one at a time ----
-
-  private exclusive<T>(operation: () => Promise<T>): Promise<T> {
-    const run = this.writing.then(operation, operation);
-    this.writing = run.catch(() => undefined);
-    return run;
-  }
+  // ---- Writes: disk first, then the view; one at a time (DiskLogStorage.exclusive) ----
 
   save(update: LogUpdate): Promise<void> {
     return this.exclusive(() => this.saveNow(update));
@@ -217,9 +176,7 @@ export class WalLogStorage implements LogStorage {
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.writing;
+    if (!(await this.closeWrites())) return;
     await this.handle.close().catch(() => undefined);
   }
 
@@ -258,16 +215,11 @@ export class WalLogStorage implements LogStorage {
     try {
       await operation();
     } catch (error) {
-      this.failure = new StorageFailedError('a log write failed; the node must stop (never retry a failed sync)', { cause: error });
       log('log write failed: %O', error);
-      throw this.failure;
+      throw this.failed(error);
     }
   }
 
-  private ensureUsable(): void {
-    if (this.failure !== null) throw this.failure;
-    if (this.closed) throw new StorageFailedError('the log storage is closed');
-  }
 }
 
 // ---- Encoding ----
