@@ -1,7 +1,8 @@
 // The Raft log storage as the host sees it: the core's synchronous read view
 // (RaftLogReader) plus the asynchronous writes the host makes for each Ready.
-// Implementations: MemoryLogStorage (memory.ts), WalLogStorage (wal.ts) and ClassicLogStorage
-// (classic.ts, on classic-level). Both pass the suite in compliance.ts.
+// Implementations: MemoryLogStorage (memory.ts), WalLogStorage (wal.ts,
+// segment files) and ClassicLogStorage (classic.ts, on classic-level). All
+// three pass the suite in compliance.ts.
 
 import type { RaftLogReader } from '../../raft/storage.ts';
 import type { ConfState, Entry, HardState, SnapshotMetadata } from '../../raft/types.ts';
