@@ -262,3 +262,36 @@ test('a failed datasync stops the log for good: never retried, every later call 
   assert.throws(() => storage.entries(2, 5, Infinity), { code: 'RAFTKV_STORAGE_FAILED' });
   await storage.close();
 });
+
+test('an unsynced save waits in memory and goes out, in order, with the next write or a clean close', async () => {
+  const directory = fresh();
+  let storage = await writeLog(directory, 1, 5);
+  const newest = (): string => join(directory, segmentFiles(directory).at(-1)!);
+  const size = statSync(newest()).size;
+  await storage.save({ snapshot: null, entries: [], hardState: { term: 2, vote: 1, commit: 4 }, sync: false });
+  await storage.save({ snapshot: null, entries: [], hardState: { term: 2, vote: 1, commit: 5 }, sync: false });
+  assert.equal(statSync(newest()).size, size, 'a commit index alone costs no write');
+  assert.equal(storage.initialState().hardState.commit, 5, 'but it is visible at once');
+  await storage.save({ snapshot: null, entries: entries(7, 2, 2), hardState: null, sync: true });
+  assert.ok(statSync(newest()).size > size, 'the synced save wrote');
+  await storage.save({ snapshot: null, entries: [], hardState: { term: 2, vote: 1, commit: 7 }, sync: false });
+  // A crash now (the file as it stands) loses only the last unsynced save.
+  const crashed = fresh();
+  mkdirSync(crashed);
+  for (const name of segmentFiles(directory)) copyFileSync(join(directory, name), join(crashed, name));
+  await storage.close();
+  const afterCrash = await WalLogStorage.open(crashed);
+  try {
+    assert.equal(afterCrash.initialState().hardState.commit, 5, 'the waiting saves went out before the synced one');
+    assertEntries(afterCrash, 2, 8, 2);
+  } finally {
+    await afterCrash.close();
+  }
+  storage = await WalLogStorage.open(directory);
+  try {
+    assert.equal(storage.initialState().hardState.commit, 7, 'a clean close wrote what waited');
+    assertEntries(storage, 2, 8, 2);
+  } finally {
+    await storage.close();
+  }
+});

@@ -74,6 +74,11 @@ export abstract class DiskLogStorage {
     return failure;
   }
 
+  /** False once a write has failed: nothing more may be written. */
+  protected get usable(): boolean {
+    return this.failure === null;
+  }
+
   protected ensureUsable(): void {
     if (this.failure !== null) throw this.failure;
     if (this.closed) throw new StorageFailedError('the log storage is closed');

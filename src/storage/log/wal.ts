@@ -62,6 +62,8 @@ const SECTOR_BYTES = 512;
 /** Default size after which the next write starts a new segment. */
 export const SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024;
 const SEGMENT_BYTES_MIN = 4096;
+/** Unsynced records wait in memory up to this many bytes before they are written on their own. */
+const UNWRITTEN_BYTES_MAX = 256 * 1024;
 /** A record larger than this is not something we wrote (the largest is one Ready's entries). */
 const RECORD_BYTES_MAX = 1024 * 1024 * 1024;
 
@@ -94,6 +96,10 @@ export class WalLogStorage extends DiskLogStorage implements LogStorage {
   ) {
     super(view);
   }
+
+  /** Records that need no sync, waiting for the next write (append()); bounded by UNWRITTEN_BYTES_MAX. */
+  private unwritten: Uint8Array[] = [];
+  private unwrittenBytes = 0;
 
   static async open(directory: string, options: WalOptions = {}): Promise<WalLogStorage> {
     if (typeof directory !== 'string' || directory.length === 0) throw new InvalidArgumentError('directory must be a non-empty string');
@@ -177,6 +183,8 @@ export class WalLogStorage extends DiskLogStorage implements LogStorage {
 
   async close(): Promise<void> {
     if (!(await this.closeWrites())) return;
+    // Records still in memory need no sync, but a clean close keeps them (a restart then knows the commit index).
+    if (this.usable) await this.writeOut(null).catch(() => undefined);
     await this.handle.close().catch(() => undefined);
   }
 
@@ -184,23 +192,53 @@ export class WalLogStorage extends DiskLogStorage implements LogStorage {
     return this.segments[this.segments.length - 1]!;
   }
 
-  /** Appends one framed record to the active segment (after rolling over to a new one if it is full). */
+  /**
+   * Appends one framed record to the active segment (after rolling over to a
+   * new one if it is full). A record that need not be synced (a new commit
+   * index, a compaction that deletes nothing) waits in memory and goes out
+   * with the next write, as etcd's wal buffers it: a crash may lose it
+   * either way, and a Ready that only moved the commit index then costs no
+   * system call.
+   */
   private async append(frame: Uint8Array, sync: boolean): Promise<void> {
+    // Not once the segment is full: what waits is written to the segment it was saved in, never after a
+    // rollover's STATE record (which already describes it).
+    if (!sync && this.activeBytes < this.segmentBytes && this.unwrittenBytes + frame.length <= UNWRITTEN_BYTES_MAX) {
+      this.unwritten.push(frame);
+      this.unwrittenBytes += frame.length;
+      return;
+    }
     await this.guard(async () => {
       if (this.activeBytes >= this.segmentBytes) await this.rollOver();
-      let written = 0;
-      while (written < frame.length) {
-        const { bytesWritten } = await this.handle.write(frame, written, frame.length - written, null);
-        if (bytesWritten <= 0) throw new Error('the segment write made no progress');
-        written += bytesWritten;
-      }
-      this.activeBytes += frame.length;
+      await this.writeOut(frame);
       if (sync) await this.handle.datasync();
     });
   }
 
+  /** Writes the records waiting in memory, then `frame` (if any), at the end of the active segment. */
+  private async writeOut(frame: Uint8Array | null): Promise<void> {
+    let bytes: Uint8Array;
+    if (this.unwritten.length === 0) {
+      if (frame === null) return;
+      bytes = frame;
+    } else {
+      if (frame !== null) this.unwritten.push(frame);
+      bytes = this.unwritten.length === 1 ? this.unwritten[0]! : Buffer.concat(this.unwritten);
+    }
+    this.unwritten = [];
+    this.unwrittenBytes = 0;
+    let written = 0;
+    while (written < bytes.length) {
+      const { bytesWritten } = await this.handle.write(bytes, written, bytes.length - written, null);
+      if (bytesWritten <= 0) throw new Error('the segment write made no progress');
+      written += bytesWritten;
+    }
+    this.activeBytes += bytes.length;
+  }
+
   private async rollOver(): Promise<void> {
     // The new segment's STATE record may describe writes that were not synced yet: sync them first.
+    await this.writeOut(null); // nothing waits once the segment is full (append()), but never lose it
     await this.handle.datasync();
     await this.handle.close();
     const sequence = this.active.sequence + 1;
