@@ -14,6 +14,9 @@
 // progress line per case and a table with the ratios at the end.
 //
 // Options: --seconds N (per case, default 10) --warmup N (default 2)
+//          --warmup-target N (seconds of unmeasured puts and gets before a
+//          target's first case, default 10: the JIT compiles the client's and
+//          the members' hot code, which otherwise lands in the first case)
 //          --callers 16,256 --only raftkv|etcd|floor
 
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -175,7 +178,7 @@ interface Row {
   readonly results: Map<string, LoadResult>;
 }
 
-async function runCases(target: BenchTarget, callerCounts: readonly number[], rows: Row[], seconds: number, warmupSeconds: number): Promise<void> {
+async function runCases(target: BenchTarget, callerCounts: readonly number[], rows: Row[], seconds: number, warmupSeconds: number, targetWarmupSeconds: number): Promise<void> {
   const value = new Uint8Array(256).fill(0x61);
   const keySpace = 10_000;
   const key = (n: number): string => `bench/gw/${String(n % keySpace).padStart(5, '0')}`;
@@ -189,6 +192,17 @@ async function runCases(target: BenchTarget, callerCounts: readonly number[], ro
     row.results.set(target.name, result);
     console.error(`  ${target.name} ${workload} x${callers}: ${Math.round(result.perSecond).toLocaleString('en-US')} ops/s, p99 ${result.p99Ms.toFixed(2)} ms, errors ${result.errors}`);
   };
+  if (targetWarmupSeconds > 0) {
+    const label = `${target.name} warm-up`;
+    await closedLoop({
+      workers: 64,
+      warmupSeconds: 0,
+      seconds: targetWarmupSeconds,
+      label,
+      operation: (_worker, sequence) => (sequence % 2 === 0 ? target.put(key(counter++ * 7919), value) : target.get(key(counter++ * 7919), false)),
+    });
+    console.error(`  ${label}: ${targetWarmupSeconds} s of puts and gets, not measured`);
+  }
   for (const callers of callerCounts) {
     const label = `${target.name} put x${callers}`;
     record('put 256 B', callers, await closedLoop({ workers: callers, warmupSeconds, seconds, label, operation: () => target.put(key(counter++ * 7919), value) }));
@@ -224,9 +238,10 @@ function printTable(rows: readonly Row[]): void {
 async function main(): Promise<void> {
   const seconds = Number(option('--seconds') ?? 10);
   const warmupSeconds = Number(option('--warmup') ?? 2);
+  const targetWarmupSeconds = Number(option('--warmup-target') ?? 10);
   const callerCounts = (option('--callers') ?? '16,256').split(',').map(Number);
   const only = option('--only');
-  for (const [name, value] of [['--seconds', seconds], ['--warmup', warmupSeconds]] as const) {
+  for (const [name, value] of [['--seconds', seconds], ['--warmup', warmupSeconds], ['--warmup-target', targetWarmupSeconds]] as const) {
     if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a non-negative number`);
   }
   if (callerCounts.some((count) => !Number.isSafeInteger(count) || count < 1 || count > 10_000)) throw new Error('--callers takes counts from 1 to 10,000');
@@ -237,7 +252,7 @@ async function main(): Promise<void> {
     if (only === undefined || only === 'raftkv') {
       const target = await startRaftkvGateways(join(directory, 'raftkv'));
       try {
-        await runCases(target, callerCounts, rows, seconds, warmupSeconds);
+        await runCases(target, callerCounts, rows, seconds, warmupSeconds, targetWarmupSeconds);
       } finally {
         await target.close();
       }
@@ -245,7 +260,7 @@ async function main(): Promise<void> {
     if ((only === undefined || only === 'etcd') && (await etcdAvailable())) {
       const target = await startEtcdTarget(join(directory, 'etcd'));
       try {
-        await runCases(target, callerCounts, rows, seconds, warmupSeconds);
+        await runCases(target, callerCounts, rows, seconds, warmupSeconds, targetWarmupSeconds);
       } finally {
         await target.close();
       }
@@ -253,7 +268,7 @@ async function main(): Promise<void> {
     if (only === undefined || only === 'floor') {
       const target = await startRaftkvGateways(join(directory, 'floor'), true);
       try {
-        await runCases(target, callerCounts, rows, seconds, warmupSeconds);
+        await runCases(target, callerCounts, rows, seconds, warmupSeconds, targetWarmupSeconds);
       } finally {
         await target.close();
       }

@@ -6,6 +6,9 @@
 // case and a table at the end; --json prints machine-readable results.
 //
 // Options: --seconds N (per case, default 5) --warmup N (default 1)
+//          --warmup-target N (seconds of unmeasured mixed load before a
+//          target's first case, default 10: the JIT compiles four isolates'
+//          hot code, which otherwise lands in the first cases' tail)
 //          --writers 1,16,256,1024 --rate 10000 (fixed-rate case)
 //          --only raftkv|etcd --json --single-thread (all members on one thread)
 //          --log-engine wal|classic (raftkv's Raft log; default wal)
@@ -33,6 +36,10 @@ function option(name: string): string | undefined {
 
 const seconds = Number(option('--seconds') ?? 5);
 const warmupSeconds = Number(option('--warmup') ?? 1);
+const targetWarmupSeconds = Number(option('--warmup-target') ?? 10);
+for (const [name, value] of [['--seconds', seconds], ['--warmup', warmupSeconds], ['--warmup-target', targetWarmupSeconds]] as const) {
+  if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a non-negative number`);
+}
 const writerCounts = (option('--writers') ?? '1,16,256,1024').split(',').map(Number);
 const fixedRate = Number(option('--rate') ?? 10_000);
 const only = option('--only');
@@ -57,6 +64,23 @@ async function runCases(target: BenchTarget): Promise<Row[]> {
     if (!json) console.error(`  ${label}: ${Math.round(result.perSecond).toLocaleString('en-US')} ops/s, p99 ${result.p99Ms.toFixed(2)} ms`);
   };
   let counter = 0;
+  if (targetWarmupSeconds > 0) {
+    // Unmeasured: every operation the cases use, until the JIT has compiled the hot paths.
+    const label = `${target.name} warm-up`;
+    await closedLoop({
+      workers: 256,
+      warmupSeconds: 0,
+      seconds: targetWarmupSeconds,
+      label,
+      operation: async (worker, sequence) => {
+        const n = counter++ * 7919;
+        if (sequence % 3 === 0) await target.get(key(n), sequence % 2 === 0);
+        else if (sequence % 7 === 0) await target.compareAndSwap(`bench/warm/${worker}/${sequence}`, null, value);
+        else await target.put(key(n), value);
+      },
+    });
+    if (!json) console.error(`  ${label}: ${targetWarmupSeconds} s of puts, gets and compare-and-swaps, not measured`);
+  }
   for (const writers of writerCounts) {
     await run('put', writers, async () => target.put(key(counter++ * 7919), value));
   }
