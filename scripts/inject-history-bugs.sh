@@ -51,16 +51,18 @@ EOF
 EOF
     ;;
   unsynced-wal)
-    # The same for the default log engine: segment records are written but
-    # never fdatasynced, yet saves resolve as if durable.
+    # The same for the default log engine: segment records are written
+    # through a descriptor without O_DSYNC and never fdatasynced, yet saves
+    # resolve as if durable.
     cat <<'EOF'
 --- a/src/storage/log/wal.ts
 +++ b/src/storage/log/wal.ts
-@@ -229,3 +229,3 @@
-       this.activeBytes += frame.length;
--      if (sync) await this.handle.datasync();
-+      if (sync && false) await this.handle.datasync(); // INJECTED BUG: segment writes are never synced, yet saves resolve as if durable
-     });
+@@ -70,4 +70,4 @@
+ /** O_DSYNC where the platform has it (Linux, macOS): a write to the active segment returns once durable. */
+ const WRITES_SYNC = typeof constants.O_DSYNC === 'number' && constants.O_DSYNC !== 0;
+-const APPEND_FLAGS = constants.O_WRONLY | constants.O_APPEND | (WRITES_SYNC ? constants.O_DSYNC : 0);
++const APPEND_FLAGS = constants.O_WRONLY | constants.O_APPEND; // INJECTED BUG: segment writes are never synced, yet saves resolve as if durable
+ /** Unsynced records wait in memory up to this many bytes before they are written on their own. */
 EOF
     ;;
   ack-before-save)

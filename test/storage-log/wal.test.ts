@@ -233,18 +233,19 @@ test('open validates its arguments with typed errors', async () => {
   await assert.rejects(WalLogStorage.open(fresh(), { segmentBytes: 1.5e4 + 0.5 }), { code: 'RAFTKV_INVALID_ARGUMENT' });
 });
 
-test('a failed datasync stops the log for good: never retried, every later call fails the same way', async () => {
+test('a failed synced write stops the log for good: never retried, every later call fails the same way', async () => {
   const directory = fresh();
   const storage = await writeLog(directory, 2, 5);
   const probe = await open(join(directory, 'probe'), 'w');
-  const handlePrototype = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
+  const handlePrototype = Object.getPrototypeOf(probe) as { write: (...args: unknown[]) => Promise<unknown> };
   await probe.close();
   unlinkSync(join(directory, 'probe'));
-  const datasync = handlePrototype.datasync;
+  // The segment's descriptor is O_DSYNC: the write is where a sync fails (fsyncgate: EIO, and the pages may be gone).
+  const write = handlePrototype.write;
   let calls = 0;
-  handlePrototype.datasync = async function () {
+  handlePrototype.write = async function () {
     calls += 1;
-    throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+    throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' });
   };
   try {
     await assert.rejects(storage.save({ snapshot: null, entries: entries(12, 2, 2), hardState: null, sync: true }), (error: unknown) => {
@@ -252,7 +253,7 @@ test('a failed datasync stops the log for good: never retried, every later call 
       return e.code === 'RAFTKV_STORAGE_FAILED' && e.cause?.code === 'EIO';
     });
   } finally {
-    handlePrototype.datasync = datasync;
+    handlePrototype.write = write;
   }
   assert.equal(calls, 1, 'the failed sync was not retried');
   assert.equal(storage.lastIndex(), 11, 'the read view did not take the failed save');
