@@ -118,6 +118,21 @@ export class RawNode {
     this.raft.step(makeMessage({ type: MessageType.SnapStatus, from: id, to: this.raft.id, reject: !succeeded }));
   }
 
+  /**
+   * The messages that may leave before anything is persisted (appends,
+   * heartbeats, forwarded proposals, …; see Ready), taken now instead of in
+   * the next Ready, the leader's pending append of new entries included. A
+   * host whose Ready is still being persisted sends them at once rather than
+   * after its write (as etcd-raft's asynchronous storage writes allow).
+   */
+  takeMessagesBeforePersist(): Message[] {
+    const raft = this.raft;
+    if (raft.broadcastPending && raft.role === Role.Leader) raft.broadcastNewEntries();
+    const messages = raft.messagesBeforePersist;
+    raft.messagesBeforePersist = [];
+    return messages;
+  }
+
   hasReady(): boolean {
     const raft = this.raft;
     const log = raft.log;

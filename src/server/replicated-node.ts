@@ -356,7 +356,13 @@ export class ReplicatedNode<Request, Response> {
     this.loopScheduled = true;
     setImmediate(() => {
       this.loopScheduled = false;
-      if (this.loopRunning !== null || this.stopped !== null) return;
+      if (this.stopped !== null) return;
+      if (this.loopRunning !== null) {
+        // A Ready is being persisted: what may leave before persisting goes now, not after that write
+        // (a forwarded proposal, the leader's appends of new entries, the commit index to followers).
+        this.send(this.raw.takeMessagesBeforePersist());
+        return;
+      }
       this.loopRunning = this.runLoop().finally(() => {
         this.loopRunning = null;
       });

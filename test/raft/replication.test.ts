@@ -128,3 +128,39 @@ test('ReadIndex: a partitioned old leader cannot confirm a read; the majority si
   }
   assert.equal(served, false, 'no read state without a quorum');
 });
+
+test('while a Ready is being persisted, appends of new entries may leave at once; acknowledgements may not', () => {
+  const net = new TestNetwork([1, 2, 3]);
+  net.elect(1);
+  const leader = net.get(1);
+  const follower = net.get(2);
+  // The leader's host has taken a Ready for entry "a" and is persisting it.
+  assert.ok(leader.node.propose(bytes('a')).ok);
+  const first = leader.node.ready();
+  const firstIndex = first.entries[0]!.index;
+  assert.equal(first.entries.length, 1);
+  // Meanwhile "b" is proposed: its append to each follower may go before either write is durable.
+  assert.ok(leader.node.propose(bytes('b')).ok);
+  const early = leader.node.takeMessagesBeforePersist();
+  const appends = early.filter((m) => m.type === MessageType.App && m.entries.some((entry) => entry.index === firstIndex + 1));
+  assert.deepEqual(appends.map((m) => m.to).sort(), [2, 3], 'the append of the new entry leaves for both followers now');
+  assert.deepEqual(leader.node.takeMessagesBeforePersist(), [], 'taken once');
+  // A follower that receives them while its own write is in flight must not acknowledge early.
+  for (const message of [...first.messagesBeforePersist, ...appends].filter((m) => m.to === 2)) follower.node.step(message);
+  const followerReady = follower.node.ready();
+  for (const message of appends.filter((m) => m.to === 2)) follower.node.step(message);
+  assert.ok(
+    follower.node.takeMessagesBeforePersist().every((m) => m.type !== MessageType.AppResp),
+    'an acknowledgement waits for the write that makes its entries durable',
+  );
+  assert.ok(followerReady.messages.some((m) => m.type === MessageType.AppResp), 'it leaves with the Ready that persists the entries');
+  // Both hosts finish: everything still commits and applies everywhere, once.
+  leader.storage.saveSync({ snapshot: null, entries: first.entries, hardState: first.hardState, sync: first.mustSync });
+  leader.node.advance();
+  follower.storage.saveSync({ snapshot: null, entries: followerReady.entries, hardState: followerReady.hardState, sync: followerReady.mustSync });
+  follower.node.advance();
+  for (const message of followerReady.messages) net.deliver(message);
+  net.settle();
+  net.tickAll();
+  for (const id of [1, 2, 3]) assert.deepEqual(net.appliedData(id).slice(-2), ['a', 'b'], `node ${id} applied a then b`);
+});

@@ -521,11 +521,18 @@ export class Simulation {
    * The host's Ready handling in two halves, as the real node does it: begin
    * (take the Ready, send what may leave before persisting, start the write)
    * and finish (the write is durable: send the rest, apply, advance). Other
-   * steps, ticks and crashes happen in between.
+   * steps, ticks and crashes happen in between, and messages that may leave
+   * before persisting are sent while the write is in flight.
    */
   private processReady(simNode: SimNode): void {
     if (!simNode.alive) return;
     if (simNode.inFlight !== null) {
+      // As the real node does while a write is in flight: what may leave before persisting (appends of new
+      // entries, heartbeats, forwarded proposals, the commit index) goes at once, not after the write.
+      if (!this.quiet && this.random(3) === 0) {
+        this.send(simNode, simNode.node.takeMessagesBeforePersist());
+        return;
+      }
       this.finishReady(simNode, simNode.inFlight);
       return;
     }
