@@ -158,6 +158,8 @@ export interface SoftState {
  *  1. Send `messagesBeforePersist` at any time (they depend on nothing
  *     unpersisted: a leader's appends, heartbeats and snapshots — Raft thesis
  *     §10.2.1 lets a leader write its log in parallel with replicating it).
+ *     Those produced while this Ready's write is in flight can be taken
+ *     early with RawNode.takeMessagesBeforePersist().
  *  2. If `snapshot` is set, first make its data durable in the state machine
  *     (a crash must never leave a log that starts at a snapshot whose data
  *     the state machine lacks). Then persist `snapshot` (if any), `entries`
