@@ -29,7 +29,11 @@
 // refused open that had already cut a file (seed 17); an older segment's
 // lost last records vanishing silently (seed 1) or an undone overwrite
 // coming back at its old term (seed 2); a damaged record whose body ended in
-// zero bytes read as a torn tail (seed 5: records now end in a nonzero byte).
+// zero bytes read as a torn tail (seed 5: records now end in a nonzero byte);
+// once unsynced records waited to go out with the next write, a sector lost
+// from such a write, cutting one record and running on into the next, read
+// as damage, so the log refused to open (seed 1: the lost sector is now the
+// file's, not the record's; wal.test.ts keeps the scenario).
 // Replay: SEED=<n> npm test -- storage-log/wal-torn   (CASES=<n> for more)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

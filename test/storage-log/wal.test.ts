@@ -296,3 +296,30 @@ test('an unsynced save waits in memory and goes out, in order, with the next wri
     await storage.close();
   }
 });
+
+test('a sector lost from a write that carried several records is a torn write, not damage (wal-torn seed 1)', async () => {
+  const directory = fresh();
+  const storage = await writeLog(directory, 1, 5); // entries 2..6, commit 6
+  const newest = join(directory, segmentFiles(directory).at(-1)!);
+  const before = statSync(newest).size;
+  // Thirty commit-index records wait in memory, then go out with the synced save of entry 7: one write.
+  for (let commit = 1; commit <= 30; commit++) {
+    await storage.save({ snapshot: null, entries: [], hardState: { term: 2, vote: 1, commit: Math.min(commit, 6) }, sync: false });
+  }
+  await storage.save({ snapshot: null, entries: entries(7, 1, 2), hardState: null, sync: true });
+  await storage.close();
+  const bytes = readFileSync(newest);
+  // The crash lost the first whole sector that starts inside that write: it cuts records in the middle.
+  const sector = Math.ceil((before + 1) / 512) * 512;
+  assert.ok(sector + 512 < bytes.length, `the write spans [${before}, ${bytes.length}): a sector lies inside it`);
+  bytes.fill(0, sector, sector + 512);
+  writeFileSync(newest, bytes);
+  const recovered = await WalLogStorage.open(directory);
+  try {
+    assert.equal(recovered.lastIndex(), 6, 'the write was cut where the sector was lost: entry 7 is gone, 2..6 stay');
+    assertEntries(recovered, 2, 6, 2);
+    assert.ok(recovered.initialState().hardState.commit <= 6);
+  } finally {
+    await recovered.close();
+  }
+});

@@ -553,10 +553,11 @@ function headerLength(bytes: Uint8Array, data: DataView, offset: number): number
  * Whether the bad record at offset is what a crash leaves of a write that was
  * never synced: its header cut short by the end of the file; a whole header
  * whose record runs past the end of the file; or zeros where the disk never
- * got a sector of it (a whole 512-byte sector of zeros inside the record, or
- * zeros from a sector boundary to the end of the file). Anything else, a
- * complete record failing its checksum or a header whose length and
- * complement disagree, is damage, and refusing to start is safer than cutting
+ * got a sector of it (a whole 512-byte sector of the file zeroed from a
+ * boundary inside the record, which may run on into the records written with
+ * it in the same write, or zeros from a sector boundary to the end of the
+ * file). Anything else, a complete record failing its checksum or a header
+ * whose length and complement disagree, is damage, and refusing to start is safer than cutting
  * away what may be acknowledged writes (etcd's wal decides so too).
  */
 function isTorn(bytes: Uint8Array, data: DataView, offset: number): boolean {
@@ -566,7 +567,8 @@ function isTorn(bytes: Uint8Array, data: DataView, offset: number): boolean {
   const end = length === null ? bytes.length : offset + OVERHEAD_BYTES + length;
   for (let sector = Math.floor(offset / SECTOR_BYTES) * SECTOR_BYTES; sector < end; sector += SECTOR_BYTES) {
     const from = Math.max(sector, offset);
-    const to = Math.min(sector + SECTOR_BYTES, end);
+    // The lost sector is the file's, not the record's: one write may carry several records (append()).
+    const to = Math.min(sector + SECTOR_BYTES, bytes.length);
     let zeros = true;
     for (let i = from; i < to && zeros; i++) zeros = bytes[i] === 0;
     if (zeros && (to - from === SECTOR_BYTES || to === bytes.length)) return true;
