@@ -41,7 +41,7 @@ import { mkdir, open, readdir, readFile, truncate, unlink, type FileHandle } fro
 import { constants } from 'node:fs';
 import { join } from 'node:path';
 import createDebug from 'debug';
-import { InvalidArgumentError } from '../../raft/errors.ts';
+import { assert, InvalidArgumentError } from '../../raft/errors.ts';
 import type { ConfState, Entry, HardState, SnapshotMetadata } from '../../raft/types.ts';
 import { crc32, decodeRun, encodeRun, snapshotMetadataFromJson } from './codec.ts';
 import { DiskLogStorage } from './disk-log.ts';
@@ -245,8 +245,9 @@ export class WalLogStorage extends DiskLogStorage implements LogStorage {
   }
 
   private async rollOver(): Promise<void> {
+    // Records wait only while the segment has room (append()), and every write takes them along.
+    assert(this.unwritten.length === 0, 'no unsynced record waits when a full segment rolls over');
     // The new segment's STATE record describes every write so far: they must be durable first.
-    await this.writeOut(null); // nothing waits once the segment is full (append()), but never lose it
     if (!WRITES_SYNC) await this.handle.datasync();
     await this.handle.close();
     const sequence = this.active.sequence + 1;
@@ -557,8 +558,9 @@ function headerLength(bytes: Uint8Array, data: DataView, offset: number): number
  * boundary inside the record, which may run on into the records written with
  * it in the same write, or zeros from a sector boundary to the end of the
  * file). Anything else, a complete record failing its checksum or a header
- * whose length and complement disagree, is damage, and refusing to start is safer than cutting
- * away what may be acknowledged writes (etcd's wal decides so too).
+ * whose length and complement disagree, is damage, and refusing to start is
+ * safer than cutting away what may be acknowledged writes (etcd's wal
+ * decides so too).
  */
 function isTorn(bytes: Uint8Array, data: DataView, offset: number): boolean {
   if (offset + FRAME_BYTES > bytes.length) return true;
