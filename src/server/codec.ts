@@ -14,6 +14,7 @@
 
 import { Packr } from 'msgpackr';
 import { assert } from '../raft/errors.ts';
+import { readFloat64, readUint32, writeFloat64, writeUint32 } from '../storage/big-endian.ts';
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
 
@@ -59,11 +60,11 @@ function asPlainPut(request: unknown): PlainPut | null {
   return candidate as unknown as PlainPut;
 }
 
-function writeHeader(out: Uint8Array, view: DataView, tag: number, node: number, sequence: number): void {
+function writeHeader(out: Uint8Array, tag: number, node: number, sequence: number): void {
   assert(Number.isSafeInteger(node) && Number.isSafeInteger(sequence), 'proposal id is not a pair of integers');
   out[0] = tag;
-  view.setFloat64(1, node);
-  view.setFloat64(9, sequence);
+  writeFloat64(out, 1, node);
+  writeFloat64(out, 9, sequence);
 }
 
 export function encodeProposal<Request>(proposal: Proposal<Request>): Uint8Array {
@@ -71,7 +72,7 @@ export function encodeProposal<Request>(proposal: Proposal<Request>): Uint8Array
   if (put === null) {
     const body = packr.pack(proposal.request);
     const out = new Uint8Array(HEADER_BYTES + body.length);
-    writeHeader(out, new DataView(out.buffer), TAG_PACKED, proposal.node, proposal.sequence);
+    writeHeader(out, TAG_PACKED, proposal.node, proposal.sequence);
     out.set(body, HEADER_BYTES);
     return out;
   }
@@ -79,15 +80,14 @@ export function encodeProposal<Request>(proposal: Proposal<Request>): Uint8Array
   const flags =
     (hasLease ? FLAG_LEASE : 0) | (put.prevKv === true ? FLAG_PREV_KV : 0) | (put.ignoreValue === true ? FLAG_IGNORE_VALUE : 0) | (put.ignoreLease === true ? FLAG_IGNORE_LEASE : 0);
   const out = new Uint8Array(HEADER_BYTES + 1 + (hasLease ? 8 : 0) + 4 + put.key.length + put.value.length);
-  const view = new DataView(out.buffer);
-  writeHeader(out, view, TAG_PUT, proposal.node, proposal.sequence);
+  writeHeader(out, TAG_PUT, proposal.node, proposal.sequence);
   let offset = HEADER_BYTES;
   out[offset++] = flags;
   if (hasLease) {
-    view.setFloat64(offset, put.lease as number);
+    writeFloat64(out, offset, put.lease as number);
     offset += 8;
   }
-  view.setUint32(offset, put.key.length);
+  writeUint32(out, offset, put.key.length);
   offset += 4;
   out.set(put.key, offset);
   out.set(put.value, offset + put.key.length);
@@ -101,9 +101,8 @@ export function proposalId(data: Uint8Array): { node: number; sequence: number }
     return { node, sequence };
   }
   assert(data.length >= HEADER_BYTES && (data[0] === TAG_PUT || data[0] === TAG_PACKED), 'log entry is not a proposal');
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const node = view.getFloat64(1);
-  const sequence = view.getFloat64(9);
+  const node = readFloat64(data, 1);
+  const sequence = readFloat64(data, 9);
   assert(Number.isSafeInteger(node) && Number.isSafeInteger(sequence), 'proposal id is not a pair of integers');
   return { node, sequence };
 }
@@ -112,24 +111,22 @@ export function decodeProposal<Request>(data: Uint8Array): Proposal<Request> {
   if (data[0] === LEGACY_ARRAY) return decodeLegacy<Request>(data);
   const { node, sequence } = proposalId(data);
   if (data[0] === TAG_PACKED) return { node, sequence, request: packr.unpack(data.subarray(HEADER_BYTES)) as Request };
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   let offset = HEADER_BYTES;
   assert(data.length >= offset + 5, 'put proposal is truncated');
   const flags = data[offset++] as number;
   assert((flags & ~(FLAG_LEASE | FLAG_PREV_KV | FLAG_IGNORE_VALUE | FLAG_IGNORE_LEASE)) === 0, 'put proposal has unknown flags');
-  const request: PlainPut = { type: 'put', key: new Uint8Array(0), value: new Uint8Array(0) };
+  let lease: number | undefined;
   if ((flags & FLAG_LEASE) !== 0) {
     assert(data.length >= offset + 12, 'put proposal is truncated');
-    const lease = view.getFloat64(offset);
+    lease = readFloat64(data, offset);
     assert(Number.isSafeInteger(lease), 'put proposal lease is not an integer');
-    request.lease = lease;
     offset += 8;
   }
-  const keyLength = view.getUint32(offset);
+  const keyLength = readUint32(data, offset);
   offset += 4;
   assert(data.length >= offset + keyLength, 'put proposal is truncated');
-  request.key = data.subarray(offset, offset + keyLength);
-  request.value = data.subarray(offset + keyLength);
+  const request: PlainPut = { type: 'put', key: data.subarray(offset, offset + keyLength), value: data.subarray(offset + keyLength) };
+  if (lease !== undefined) request.lease = lease;
   if ((flags & FLAG_PREV_KV) !== 0) request.prevKv = true;
   if ((flags & FLAG_IGNORE_VALUE) !== 0) request.ignoreValue = true;
   if ((flags & FLAG_IGNORE_LEASE) !== 0) request.ignoreLease = true;

@@ -3,6 +3,7 @@
 // here"), and the on-disk row key of a revision (sorted by revision).
 
 import { assert } from '../../raft/errors.ts';
+import { readUint32, writeUint32 } from '../big-endian.ts';
 
 /** A revision: `main` numbers the write transaction, `sub` the change within it. */
 export interface Revision {
@@ -16,23 +17,26 @@ const TWO_TO_32 = 2 ** 32;
 
 /** The row key of a revision: 'r', main and sub as 8-byte big-endian integers. */
 export function rowKey(main: number, sub: number): Uint8Array {
+  return writeRowKey(new Uint8Array(ROW_KEY_BYTES), 0, main, sub);
+}
+
+/** Writes the row key of a revision at `offset` of `out` (ROW_KEY_BYTES long); returns a view of it. */
+export function writeRowKey(out: Uint8Array, offset: number, main: number, sub: number): Uint8Array {
   assert(Number.isSafeInteger(main) && main >= 0, 'row main revision must be a safe non-negative integer');
   assert(Number.isSafeInteger(sub) && sub >= 0, 'row sub revision must be a safe non-negative integer');
-  const bytes = new Uint8Array(ROW_KEY_BYTES);
-  const view = new DataView(bytes.buffer);
-  bytes[0] = ROW_PREFIX;
-  view.setUint32(1, Math.floor(main / TWO_TO_32));
-  view.setUint32(5, main >>> 0);
-  view.setUint32(9, Math.floor(sub / TWO_TO_32));
-  view.setUint32(13, sub >>> 0);
-  return bytes;
+  assert(offset + ROW_KEY_BYTES <= out.length, 'no room for a row key');
+  out[offset] = ROW_PREFIX;
+  writeUint32(out, offset + 1, Math.floor(main / TWO_TO_32));
+  writeUint32(out, offset + 5, main >>> 0);
+  writeUint32(out, offset + 9, Math.floor(sub / TWO_TO_32));
+  writeUint32(out, offset + 13, sub >>> 0);
+  return out.subarray(offset, offset + ROW_KEY_BYTES);
 }
 
 export function revisionOfRowKey(bytes: Uint8Array): Revision {
   assert(bytes.length === ROW_KEY_BYTES && bytes[0] === ROW_PREFIX, 'not a row key');
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const main = view.getUint32(1) * TWO_TO_32 + view.getUint32(5);
-  const sub = view.getUint32(9) * TWO_TO_32 + view.getUint32(13);
+  const main = readUint32(bytes, 1) * TWO_TO_32 + readUint32(bytes, 5);
+  const sub = readUint32(bytes, 9) * TWO_TO_32 + readUint32(bytes, 13);
   return { main, sub };
 }
 

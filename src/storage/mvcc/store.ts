@@ -21,12 +21,13 @@ import { ClassicLevel } from 'classic-level';
 import createDebug from 'debug';
 import { Packr } from 'msgpackr';
 import { assert, InvalidArgumentError } from '../../raft/errors.ts';
+import { readFloat64, readUint32, writeFloat64, writeUint32 } from '../big-endian.ts';
 import { StorageFailedError } from '../log/classic.ts';
 import { applyRequest, BatchState } from './apply.ts';
 import { CompactedError, FutureRevisionError } from './errors.ts';
 import { KeyIndex, positionAt, unreachableCount } from './key-index.ts';
 import type { KeyHistory, RevisionRecord } from './key-index.ts';
-import { indexBounds, indexKey, revisionOfRowKey, ROW_KEY_BYTES, ROW_PREFIX, rowKey } from './keys.ts';
+import { indexBounds, indexKey, revisionOfRowKey, ROW_KEY_BYTES, ROW_PREFIX, rowKey, writeRowKey } from './keys.ts';
 import type { IndexBounds } from './keys.ts';
 import type { Event, KeyValue, LeaseRecord, RangeRequest, RangeResponse, WriteRequest, WriteResponse } from './types.ts';
 import { validateRangeRequest } from './validate.ts';
@@ -87,31 +88,57 @@ const ROW_FORMAT = 1;
 const ROW_LEGACY_ARRAY = 0x96; // msgpack fixarray of 6
 const ROW_HEADER_BYTES = 1 + 8 + 8 + 8 + 1 + 4;
 
-function encodeRow(key: Uint8Array, record: RevisionRecord): Uint8Array {
+function rowBytes(key: Uint8Array, record: RevisionRecord): number {
+  return ROW_HEADER_BYTES + key.length + (record.value ?? EMPTY_BYTES).length;
+}
+
+/** Writes a revision's row at `offset` of `out` (rowBytes long); returns a view of it. */
+function writeRow(out: Uint8Array, offset: number, key: Uint8Array, record: RevisionRecord): Uint8Array {
   const value = record.value ?? EMPTY_BYTES;
-  const out = new Uint8Array(ROW_HEADER_BYTES + key.length + value.length);
-  const view = new DataView(out.buffer);
-  out[0] = ROW_FORMAT;
-  view.setFloat64(1, record.createRevision);
-  view.setFloat64(9, record.version);
-  view.setFloat64(17, record.lease);
-  out[25] = record.tombstone ? 1 : 0;
-  view.setUint32(26, key.length);
-  out.set(key, ROW_HEADER_BYTES);
-  out.set(value, ROW_HEADER_BYTES + key.length);
-  return out;
+  const end = offset + ROW_HEADER_BYTES + key.length + value.length;
+  assert(end <= out.length, 'no room for a row');
+  out[offset] = ROW_FORMAT;
+  writeFloat64(out, offset + 1, record.createRevision);
+  writeFloat64(out, offset + 9, record.version);
+  writeFloat64(out, offset + 17, record.lease);
+  out[offset + 25] = record.tombstone ? 1 : 0;
+  writeUint32(out, offset + 26, key.length);
+  out.set(key, offset + ROW_HEADER_BYTES);
+  out.set(value, offset + ROW_HEADER_BYTES + key.length);
+  return out.subarray(offset, end);
+}
+
+/**
+ * The LevelDB puts of a batch's rows. Every row and row key is a view into
+ * one buffer (LevelDB copies them into its write batch): an ArrayBuffer
+ * each cost more to allocate, and then to free after the scavenge, than
+ * writing the bytes.
+ */
+function rowOperations(written: readonly { key: Uint8Array; record: RevisionRecord }[]): { type: 'put'; key: Uint8Array; value: Uint8Array }[] {
+  let total = 0;
+  for (const { key, record } of written) total += ROW_KEY_BYTES + rowBytes(key, record);
+  const arena = new Uint8Array(total);
+  const operations: { type: 'put'; key: Uint8Array; value: Uint8Array }[] = [];
+  let offset = 0;
+  for (const { key, record } of written) {
+    const rowKeyView = writeRowKey(arena, offset, record.main, record.sub);
+    offset += ROW_KEY_BYTES;
+    const row = writeRow(arena, offset, key, record);
+    offset += row.length;
+    operations.push({ type: 'put', key: rowKeyView, value: row });
+  }
+  return operations;
 }
 
 function decodeRow(rowKeyBytes: Uint8Array, bytes: Uint8Array): Row {
   const { main, sub } = revisionOfRowKey(rowKeyBytes);
   if (bytes[0] === ROW_LEGACY_ARRAY) return decodeLegacyRow(main, sub, bytes);
   assert(bytes.length >= ROW_HEADER_BYTES && bytes[0] === ROW_FORMAT, `row ${main}.${sub} is malformed`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const createRevision = view.getFloat64(1);
-  const version = view.getFloat64(9);
-  const lease = view.getFloat64(17);
+  const createRevision = readFloat64(bytes, 1);
+  const version = readFloat64(bytes, 9);
+  const lease = readFloat64(bytes, 17);
   const tombstone = bytes[25];
-  const keyLength = view.getUint32(26);
+  const keyLength = readUint32(bytes, 26);
   assert(
     Number.isSafeInteger(createRevision) && Number.isSafeInteger(version) && Number.isSafeInteger(lease) && (tombstone === 0 || tombstone === 1) && bytes.length >= ROW_HEADER_BYTES + keyLength,
     `row ${main}.${sub} is malformed`,
@@ -368,11 +395,7 @@ export class MvccStore {
     }
     if (appliedIndex === this.meta.appliedIndex) return responses;
     const meta: Meta = { appliedIndex, currentRevision: batch.revision, compactRevision: batch.compactRevision };
-    const operations = batch.written.map(({ key, record }) => ({
-      type: 'put' as const,
-      key: rowKey(record.main, record.sub),
-      value: encodeRow(key, record),
-    }));
+    const operations = rowOperations(batch.written);
     const leaseOperations = [...batch.leaseChanges].map(([id, record]) =>
       record === null ? { type: 'del' as const, key: leaseKey(id) } : { type: 'put' as const, key: leaseKey(id), value: encodeLease(record) },
     );
