@@ -50,10 +50,25 @@ async function serve(request: Request): Promise<unknown> {
   }
 }
 
-setup.client.on('message', (request: Request) => {
-  serve(request).then(
-    (result) => setup.client.postMessage({ id: request.id, ok: true, result }),
-    (error: { code?: string; message?: string }) => setup.client.postMessage({ id: request.id, ok: false, code: error.code ?? 'ERROR', message: error.message ?? String(error) }),
-  );
+// Requests arrive in batches (all the client sent in one turn of its event loop), and replies
+// leave the same way: one message per turn each way, as a client connection's writes coalesce.
+type Reply = { id: number; ok: true; result: unknown } | { id: number; ok: false; code: string; message: string };
+let replies: Reply[] = [];
+function reply(message: Reply): void {
+  if (replies.length === 0) setImmediate(flushReplies);
+  replies.push(message);
+}
+function flushReplies(): void {
+  const batch = replies;
+  replies = [];
+  setup.client.postMessage(batch);
+}
+setup.client.on('message', (requests: Request[]) => {
+  for (const request of requests) {
+    serve(request).then(
+      (result) => reply({ id: request.id, ok: true, result }),
+      (error: { code?: string; message?: string }) => reply({ id: request.id, ok: false, code: error.code ?? 'ERROR', message: error.message ?? String(error) }),
+    );
+  }
 });
 parentPort?.postMessage('ready');
