@@ -19,7 +19,10 @@ export interface StateMachinePort<Request, Response> {
   applyBatch(
     items: readonly { readonly index: number; readonly request: Request | undefined }[],
   ): Promise<readonly (Response | undefined)[]>;
-  /** Makes everything applied so far durable (before the log is compacted behind it). */
+  /**
+   * Makes every applyBatch that has finished durable (before the log is
+   * compacted behind it). It may run while a later applyBatch is in flight.
+   */
   flush(): Promise<void>;
   /** A consistent point-in-time copy, streamed; carries its own applied index. */
   snapshot(): AsyncIterable<Uint8Array>;

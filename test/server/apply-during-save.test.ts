@@ -2,6 +2,8 @@
 // local log while the next Ready's write is in flight (as etcd does), and
 // never applies an entry before the local log holds it durably: a follower
 // whose entries arrive already committed applies them only after its save.
+// A snapshot's store sync runs beside the apply loop, and the log records the
+// snapshot only once that sync covers it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ReplicatedNode } from '../../src/server/replicated-node.ts';
@@ -198,5 +200,71 @@ test('a follower whose entries arrive already committed applies them only once i
   } finally {
     for (const member of members.values()) member.log.release();
     await Promise.all([...members.values()].map((member) => member.node.close()));
+  }
+});
+
+/** A machine whose flush waits at a gate and records what it made durable. */
+class FlushGatedMachine extends RecordingMachine {
+  durable = 0;
+  flushes = 0;
+  private gate: Promise<void> | null = null;
+  private open: (() => void) | null = null;
+  hold(): void {
+    this.gate = new Promise((resolve) => (this.open = resolve));
+  }
+  release(): void {
+    this.open?.();
+    this.gate = null;
+  }
+  override async flush(): Promise<void> {
+    this.flushes += 1;
+    const covered = this.appliedIndex(); // every apply finished so far
+    if (this.gate !== null) await this.gate;
+    this.durable = Math.max(this.durable, covered);
+  }
+}
+
+test('a snapshot syncs the store beside the apply loop, and the log records it only at an index the sync covered', async () => {
+  const log = new GatedLog();
+  const machine = new FlushGatedMachine(log);
+  const recorded: string[] = [];
+  const createSnapshot = log.createSnapshot.bind(log);
+  log.createSnapshot = async (metadata) => {
+    recorded.push(metadata.index <= machine.durable ? 'ok' : `snapshot at ${metadata.index} recorded while the store was durable through ${machine.durable}`);
+    return createSnapshot(metadata);
+  };
+  const network = new MemoryNetwork({ seed: 3 });
+  const node = await ReplicatedNode.start<string, number>({
+    id: 1,
+    log,
+    stateMachine: machine,
+    transport: network.endpoint(1),
+    initialMembers: [1],
+    tickMs: 10,
+    requestTimeoutMs: 5_000,
+    snapshotEntries: 5,
+    snapshotCatchUpEntries: 2,
+    random: createRandom(3),
+  });
+  try {
+    await until(() => node.isLeader, 'a leader');
+    const initial = node.status().snapshotIndex;
+    machine.hold();
+    for (let i = 0; i < 6; i++) await node.propose(`a${i}`);
+    await until(() => machine.flushes === 1, 'the snapshot flush');
+    // The flush is held: writes still apply and answer.
+    const answers = await Promise.race([Promise.all(['b0', 'b1', 'b2'].map((request) => node.propose(request))), sleep(2_000).then(() => null)]);
+    assert.notEqual(answers, null, 'writes waited for the snapshot flush');
+    assert.deepEqual(recorded, [], 'the log recorded a snapshot before the flush finished');
+    assert.equal(node.status().snapshotIndex, initial);
+    machine.release();
+    await until(() => node.status().snapshotIndex > initial, 'the snapshot recorded');
+    assert.deepEqual(recorded, ['ok']);
+    assert.ok(node.status().snapshotIndex <= machine.durable);
+    assert.deepEqual(machine.violations, []);
+  } finally {
+    machine.release();
+    log.release();
+    await node.close();
   }
 });

@@ -39,6 +39,9 @@ const log = createDebug('raftkv:mvcc');
 type Database = ClassicLevel<Uint8Array, Uint8Array>;
 
 const META_KEY = Uint8Array.of(0x6d); // 'm', sorts before every row key
+/** Written synced by flush(); 'z' sorts after every range a snapshot or hash reads. */
+const SYNC_MARKER_KEY = Uint8Array.of(0x7a);
+const SYNC_MARKER_VALUE = Uint8Array.of(1);
 const META_FORMAT = 1;
 const SNAPSHOT_FORMAT = 'raftkv-mvcc-snapshot/1';
 const CURRENT_FILE = 'CURRENT';
@@ -612,10 +615,15 @@ export class MvccStore {
     return undefined;
   }
 
-  /** Makes everything applied so far durable. */
+  /**
+   * Makes every apply that has finished durable: a synced LevelDB write
+   * syncs the writes before it. It writes a marker row outside the store's
+   * ranges, not the meta, so an apply may run meanwhile: two writes in
+   * flight may land in either order, and the meta must never go back.
+   */
   async flush(): Promise<void> {
     this.throwIfUnusable();
-    await this.write([{ type: 'put', key: META_KEY, value: encodeMeta(this.meta) }], true);
+    await this.write([{ type: 'put', key: SYNC_MARKER_KEY, value: SYNC_MARKER_VALUE }], true);
   }
 
   /**
