@@ -624,6 +624,40 @@ export class MvccStore {
   async flush(): Promise<void> {
     this.throwIfUnusable();
     await this.write([{ type: 'put', key: SYNC_MARKER_KEY, value: SYNC_MARKER_VALUE }], true);
+    await this.syncDatabaseLogs();
+  }
+
+  /**
+   * A synced LevelDB write syncs only LevelDB's current log. When its
+   * memtable fills, LevelDB (1.20, in classic-level) closes the log without
+   * a sync and starts a new one; the older log's writes are durable only once
+   * that memtable is written out to a synced table. Until then a synced
+   * write can return while earlier writes are still only in the page cache,
+   * so every log file still present is synced too (one that is gone was
+   * written out already).
+   */
+  private async syncDatabaseLogs(): Promise<void> {
+    const location = join(this.directory, `db-${this.generation}`);
+    try {
+      for (const name of await readdir(location)) {
+        if (!name.endsWith('.log')) continue;
+        let handle: Awaited<ReturnType<typeof openFile>>;
+        try {
+          handle = await openFile(join(location, name), 'r');
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue; // written out and removed meanwhile
+          throw error;
+        }
+        try {
+          await handle.datasync();
+        } finally {
+          await handle.close();
+        }
+      }
+    } catch (error) {
+      this.fail(error);
+      throw this.failure as unknown as Error;
+    }
   }
 
   /**
