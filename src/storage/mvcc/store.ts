@@ -42,6 +42,9 @@ const META_KEY = Uint8Array.of(0x6d); // 'm', sorts before every row key
 /** Written synced by flush(); 'z' sorts after every range a snapshot or hash reads. */
 const SYNC_MARKER_KEY = Uint8Array.of(0x7a);
 const SYNC_MARKER_VALUE = Uint8Array.of(1);
+/** How long flush waits for LevelDB to write out an older memtable before syncing its log itself. */
+const FLUSH_LOG_WAIT_MS = 5_000;
+const FLUSH_LOG_POLL_MS = 5;
 const META_FORMAT = 1;
 const SNAPSHOT_FORMAT = 'raftkv-mvcc-snapshot/1';
 const CURRENT_FILE = 'CURRENT';
@@ -631,28 +634,24 @@ export class MvccStore {
    * A synced LevelDB write syncs only LevelDB's current log. When its
    * memtable fills, LevelDB (1.20, in classic-level) closes the log without
    * a sync and starts a new one; the older log's writes are durable only once
-   * that memtable is written out to a synced table. Until then a synced
-   * write can return while earlier writes are still only in the page cache,
-   * so every log file still present is synced too (one that is gone was
-   * written out already).
+   * that memtable is written out to a synced table, and LevelDB deletes the
+   * log after. So flush waits until only the current log (the newest) is
+   * left; syncing the older one instead would write its megabytes a second
+   * time, beside the table being built from them, and slow every member's
+   * synced log writes. After FLUSH_LOG_WAIT_MS it syncs what is left.
    */
   private async syncDatabaseLogs(): Promise<void> {
     const location = join(this.directory, `db-${this.generation}`);
     try {
-      for (const name of await readdir(location)) {
-        if (!name.endsWith('.log')) continue;
-        let handle: Awaited<ReturnType<typeof openFile>>;
-        try {
-          handle = await openFile(join(location, name), 'r');
-        } catch (error) {
-          if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue; // written out and removed meanwhile
-          throw error;
+      for (let waitedMs = 0; ; waitedMs += FLUSH_LOG_POLL_MS) {
+        const older = (await readdir(location)).filter((name) => /^\d+\.log$/.test(name)).sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10)).slice(0, -1);
+        if (older.length === 0) return;
+        if (waitedMs < FLUSH_LOG_WAIT_MS) {
+          await new Promise((resolve) => setTimeout(resolve, FLUSH_LOG_POLL_MS));
+          continue;
         }
-        try {
-          await handle.datasync();
-        } finally {
-          await handle.close();
-        }
+        for (const name of older) await syncFileIfPresent(join(location, name));
+        return;
       }
     } catch (error) {
       this.fail(error);
@@ -989,4 +988,20 @@ async function writeSnapshot(db: Database, chunks: AsyncIterable<Uint8Array>): P
   // One synced write makes every earlier unsynced write of this database durable.
   const meta = await db.get(META_KEY);
   await db.put(META_KEY, meta ?? encodeMeta({ appliedIndex: 0, currentRevision: 0, compactRevision: 0 }), { sync: true });
+}
+
+/** fdatasyncs a file unless it is gone (LevelDB removes a log once its memtable is in a synced table). */
+async function syncFileIfPresent(path: string): Promise<void> {
+  let handle: Awaited<ReturnType<typeof openFile>>;
+  try {
+    handle = await openFile(path, 'r');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw error;
+  }
+  try {
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
 }
