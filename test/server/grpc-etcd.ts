@@ -35,9 +35,25 @@ export interface RealEtcd {
   stop(): Promise<void>;
 }
 
-/** Starts etcd named "raftkv-1" (so member names match) in a temporary directory; `isReady` polls it. */
+/**
+ * Starts etcd named "raftkv-1" (so member names match) in a temporary
+ * directory; `isReady` polls it. A free port can be taken by another test
+ * between freePort() and etcd's bind, and etcd then exits at once: that start
+ * is retried on fresh ports (3 tries). A start gets 30 s, for the machine
+ * may be busy with every other test file.
+ */
 export async function startEtcd(isReady: (endpoint: string) => Promise<boolean>): Promise<RealEtcd> {
   ensureEtcd();
+  const failures: string[] = [];
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const started = await tryStartEtcd(isReady);
+    if ('endpoint' in started) return started;
+    failures.push(`try ${attempt}: ${started.failure}`);
+  }
+  assert.fail(`etcd did not become ready:\n${failures.join('\n')}`);
+}
+
+async function tryStartEtcd(isReady: (endpoint: string) => Promise<boolean>): Promise<RealEtcd | { failure: string }> {
   const [clientPort, peerPort] = [await freePort(), await freePort()];
   const endpoint = `127.0.0.1:${clientPort}`;
   const peerUrl = `http://127.0.0.1:${peerPort}`;
@@ -46,14 +62,26 @@ export async function startEtcd(isReady: (endpoint: string) => Promise<boolean>)
     '--name', 'raftkv-1', '--data-dir', join(directory, 'etcd'),
     '--listen-client-urls', `http://${endpoint}`, '--advertise-client-urls', `http://${endpoint}`,
     '--listen-peer-urls', peerUrl, '--initial-advertise-peer-urls', peerUrl, '--initial-cluster', `raftkv-1=${peerUrl}`,
-  ], { stdio: 'ignore' });
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderrTail = '';
+  child.stderr?.on('data', (piece: Buffer) => {
+    stderrTail = (stderrTail + piece.toString()).slice(-1_000);
+  });
+  let exited: string | null = null;
+  child.once('exit', (code, signal) => {
+    exited = `etcd exited (code ${String(code)}, signal ${String(signal)})`;
+  });
   const stop = async (): Promise<void> => {
     child.kill('SIGKILL');
     await rm(directory, { recursive: true, force: true });
   };
+  const deadline = Date.now() + 30_000;
   try {
-    for (let attempt = 0; !(await isReady(endpoint)); attempt++) {
-      assert.ok(attempt < 50, 'etcd did not become ready');
+    while (!(await isReady(endpoint))) {
+      if (exited !== null || Date.now() > deadline) {
+        await stop();
+        return { failure: `${exited ?? 'not ready after 30 s'}; its last output: ${stderrTail.trim().split('\n').slice(-2).join(' | ')}` };
+      }
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
   } catch (error) {
