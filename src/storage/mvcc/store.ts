@@ -641,12 +641,22 @@ export class MvccStore {
    * synced log writes. After FLUSH_LOG_WAIT_MS it syncs what is left.
    */
   private async syncDatabaseLogs(): Promise<void> {
-    const location = join(this.directory, `db-${this.generation}`);
+    const generation = this.generation;
+    const location = join(this.directory, `db-${generation}`);
+    const deadline = Date.now() + FLUSH_LOG_WAIT_MS;
     try {
-      for (let waitedMs = 0; ; waitedMs += FLUSH_LOG_POLL_MS) {
-        const older = (await readdir(location)).filter((name) => /^\d+\.log$/.test(name)).sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10)).slice(0, -1);
+      for (;;) {
+        let names: string[];
+        try {
+          names = await readdir(location);
+        } catch (error) {
+          // A restore replaced the database meanwhile (its copy was written synced): nothing of the old one matters.
+          if ((error as NodeJS.ErrnoException).code === 'ENOENT' && this.generation !== generation) return;
+          throw error;
+        }
+        const older = names.filter((name) => /^\d+\.log$/.test(name)).sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10)).slice(0, -1);
         if (older.length === 0) return;
-        if (waitedMs < FLUSH_LOG_WAIT_MS) {
+        if (Date.now() < deadline) {
           await new Promise((resolve) => setTimeout(resolve, FLUSH_LOG_POLL_MS));
           continue;
         }
