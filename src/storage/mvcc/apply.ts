@@ -95,6 +95,14 @@ function liveSize(key: Uint8Array, record: RevisionRecord | undefined): number {
   return key.length + (record.value as Uint8Array).length;
 }
 
+/** The key's latest record (a tombstone included) in the batch so far, else in the index. */
+function latestInBatch(index: KeyIndex, batch: BatchState, indexKeyOfKey: string): RevisionRecord | undefined {
+  const entry = batch.layer.get(indexKeyOfKey);
+  if (entry !== undefined) return entry.records[entry.records.length - 1];
+  const history = index.history(indexKeyOfKey);
+  return history === undefined ? undefined : history.revisions[history.revisions.length - 1];
+}
+
 /** One request's changes: a layer over the batch, and the events it produced. */
 class RequestContext {
   readonly layer: Layer = new Map();
@@ -102,24 +110,30 @@ class RequestContext {
   readonly main: number;
   sub = 0;
   liveBytesDelta = 0;
-  readonly view: IndexView;
   readonly deferred: DeferredRange[] = [];
+  private indexView: IndexView | undefined;
 
   constructor(
     readonly index: KeyIndex,
     readonly batch: BatchState,
   ) {
     this.main = batch.revision + 1;
-    this.view = new IndexView(
-      index,
-      () => (this.sub > 0 ? this.main : batch.revision),
-      () => batch.compactRevision,
-      [this.layer, batch.layer],
+  }
+
+  /** The store as this request sees it: the index, the batch so far and this request's own writes. */
+  get view(): IndexView {
+    this.indexView ??= new IndexView(
+      this.index,
+      () => (this.sub > 0 ? this.main : this.batch.revision),
+      () => this.batch.compactRevision,
+      [this.layer, this.batch.layer],
     );
+    return this.indexView;
   }
 
   latest(key: string): RevisionRecord | undefined {
-    return this.view.recordAt(key, Number.MAX_SAFE_INTEGER);
+    const entry = this.layer.get(key);
+    return entry === undefined ? latestInBatch(this.index, this.batch, key) : entry.records[entry.records.length - 1];
   }
 
   write(indexKeyOfKey: string, key: Uint8Array, record: RevisionRecord): void {
@@ -133,38 +147,89 @@ class RequestContext {
   }
 }
 
-function put(context: RequestContext, request: PutRequest): PutResponse {
-  const key = indexKey(request.key);
-  const current = context.latest(key);
-  const live = current !== undefined && !current.tombstone ? current : undefined;
+/** What a put writes over the key's latest record, or the error that makes it change nothing. */
+interface PlannedPut {
+  readonly record: RevisionRecord;
+  /** The change in live bytes (key and value sizes) the put makes. */
+  readonly growth: number;
+  readonly event: Event;
+  /** The key-value the put replaces, when the key was live. */
+  readonly previous: KeyValue | undefined;
+}
+
+/**
+ * Plans a put at revision main.sub against the key's latest record, with the
+ * batch's live bytes already grown by liveBytesDelta; throws an operating
+ * error (missing key or lease, no space) and changes nothing.
+ */
+function planPut(
+  batch: BatchState,
+  request: PutRequest,
+  latest: RevisionRecord | undefined,
+  main: number,
+  sub: number,
+  liveBytesDelta: number,
+  indexKeyOfKey: string,
+): PlannedPut {
+  const live = latest !== undefined && !latest.tombstone ? latest : undefined;
   if ((request.ignoreValue === true || request.ignoreLease === true) && live === undefined) {
-    throw new KeyNotFoundError(key);
+    throw new KeyNotFoundError(indexKeyOfKey);
   }
   const value = request.ignoreValue === true ? (live?.value as Uint8Array) : request.value;
   const lease = request.ignoreLease === true ? (live?.lease ?? 0) : (request.lease ?? 0);
-  if (lease !== 0 && context.batch.lease(lease) === undefined) throw new LeaseNotFoundError(lease);
+  if (lease !== 0 && batch.lease(lease) === undefined) throw new LeaseNotFoundError(lease);
   const growth = request.key.length + value.length - liveSize(request.key, live);
-  const liveBytesAfter = context.batch.liveBytes + context.liveBytesDelta + growth;
-  if (growth > 0 && liveBytesAfter > context.batch.quotaBytes) throw new NoSpaceError(liveBytesAfter, context.batch.quotaBytes);
+  const liveBytesAfter = batch.liveBytes + liveBytesDelta + growth;
+  if (growth > 0 && liveBytesAfter > batch.quotaBytes) throw new NoSpaceError(liveBytesAfter, batch.quotaBytes);
   const record: RevisionRecord = {
-    main: context.main,
-    sub: context.sub,
-    createRevision: live?.createRevision ?? context.main,
+    main,
+    sub,
+    createRevision: live?.createRevision ?? main,
     version: (live?.version ?? 0) + 1,
     lease,
     tombstone: false,
     value,
   };
-  context.write(key, request.key, record);
-  context.liveBytesDelta += growth;
   const previous = live === undefined ? undefined : keyValueOf(request.key, live, live.value as Uint8Array);
-  context.events.push(
-    previous === undefined
-      ? { type: 'put', kv: keyValueOf(request.key, record, value) }
-      : { type: 'put', kv: keyValueOf(request.key, record, value), prevKv: previous },
-  );
+  const kv = keyValueOf(request.key, record, value);
+  const event: Event = previous === undefined ? { type: 'put', kv } : { type: 'put', kv, prevKv: previous };
+  return { record, growth, event, previous };
+}
+
+function put(context: RequestContext, request: PutRequest): PutResponse {
+  const key = indexKey(request.key);
+  const planned = planPut(context.batch, request, context.latest(key), context.main, context.sub, context.liveBytesDelta, key);
+  context.write(key, request.key, planned.record);
+  context.liveBytesDelta += planned.growth;
+  context.events.push(planned.event);
   const response: PutResponse = { type: 'put', revision: 0 };
-  return request.prevKv === true && previous !== undefined ? { ...response, prevKv: previous } : response;
+  return request.prevKv === true && planned.previous !== undefined ? { ...response, prevKv: planned.previous } : response;
+}
+
+/**
+ * A put that is a whole request (most writes): the same as applying it
+ * through a RequestContext, without building one. A put writes one key, so
+ * it joins the batch directly once planned.
+ */
+function applyPut(index: KeyIndex, batch: BatchState, request: PutRequest): WriteResponse {
+  const key = indexKey(request.key);
+  const main = batch.revision + 1;
+  let planned: PlannedPut;
+  try {
+    planned = planPut(batch, request, latestInBatch(index, batch, key), main, 0, 0, key);
+  } catch (error) {
+    return errorResponse(error, batch);
+  }
+  batch.revision = main;
+  batch.liveBytes += planned.growth;
+  const entry = batch.layer.get(key);
+  if (entry === undefined) batch.layer.set(key, { key: request.key, records: [planned.record] });
+  else entry.records.push(planned.record);
+  batch.written.push({ key: request.key, indexKey: key, record: planned.record });
+  const events = [planned.event];
+  return request.prevKv === true && planned.previous !== undefined
+    ? { type: 'put', revision: main, prevKv: planned.previous, events }
+    : { type: 'put', revision: main, events };
 }
 
 function deleteRange(context: RequestContext, request: DeleteRangeRequest): DeleteRangeResponse {
@@ -312,6 +377,7 @@ function stampRevision(response: OpResponse, revision: number): OpResponse {
  * nothing; anything else is a bug and propagates.
  */
 export function applyRequest(index: KeyIndex, batch: BatchState, request: WriteRequest): WriteResponse {
+  if (request.type === 'put') return applyPut(index, batch, request);
   const context = new RequestContext(index, batch);
   let response: OpResponse | LeaseResponse;
   const leaseChanges = new Map<number, LeaseRecord | null>();
@@ -328,9 +394,7 @@ export function applyRequest(index: KeyIndex, batch: BatchState, request: WriteR
       response = operate(context, request);
     }
   } catch (error) {
-    if (!(error instanceof RaftKVError)) throw error;
-    const compactRevision = error instanceof CompactedError ? { compactRevision: error.compactRevision } : {};
-    return { type: 'error', revision: batch.revision, code: error.code, message: error.message, events: [], ...compactRevision };
+    return errorResponse(error, batch);
   }
   if (context.sub > 0) {
     batch.revision = context.main;
@@ -351,4 +415,11 @@ export function applyRequest(index: KeyIndex, batch: BatchState, request: WriteR
   batch.deferred.push(...context.deferred);
   if (response.type.startsWith('lease')) return { ...(response as LeaseResponse), revision: batch.revision, events: context.events };
   return { ...(stampRevision(response as OpResponse, batch.revision) as Exclude<OpResponse, RangeOpResponse>), events: context.events };
+}
+
+/** An operating error as the request's response (it changed nothing); anything else is a bug and propagates. */
+function errorResponse(error: unknown, batch: BatchState): WriteResponse {
+  if (!(error instanceof RaftKVError)) throw error;
+  const compactRevision = error instanceof CompactedError ? { compactRevision: error.compactRevision } : {};
+  return { type: 'error', revision: batch.revision, code: error.code, message: error.message, events: [], ...compactRevision };
 }
