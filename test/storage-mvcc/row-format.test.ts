@@ -5,6 +5,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -70,5 +71,105 @@ test('rows in the first (msgpack) format still decode after an upgrade', async (
     await store.close();
   } finally {
     await rm(directory, { recursive: true, force: true });
+  }
+});
+
+/** The rows of a closed store's database, by first key byte ('m', 'n', 't', 'u', ...). */
+async function keyBytesOf(directory: string): Promise<Map<string, number>> {
+  const generation = (await readFile(join(directory, 'CURRENT'), 'utf8')).trim();
+  const db = new ClassicLevel<Uint8Array, Uint8Array>(join(directory, `db-${generation}`), { keyEncoding: 'view', valueEncoding: 'view' });
+  const counts = new Map<string, number>();
+  for await (const key of db.keys()) counts.set(String.fromCharCode(key[0]!), (counts.get(String.fromCharCode(key[0]!)) ?? 0) + 1);
+  await db.close();
+  return counts;
+}
+
+/** Moves a closed store's meta row ('t') and lease rows ('u') back to where the first layout kept them ('m', 'n'). */
+async function toFirstLayout(directory: string): Promise<void> {
+  const generation = (await readFile(join(directory, 'CURRENT'), 'utf8')).trim();
+  const db = new ClassicLevel<Uint8Array, Uint8Array>(join(directory, `db-${generation}`), { keyEncoding: 'view', valueEncoding: 'view' });
+  for await (const [key, value] of db.iterator({ gte: Uint8Array.of(0x74), lt: Uint8Array.of(0x76) })) {
+    const moved = new Uint8Array(key);
+    moved[0] = key[0] === 0x74 ? 0x6d : 0x6e;
+    await db.batch([{ type: 'put', key: moved, value }, { type: 'del', key }]);
+  }
+  await db.close();
+}
+
+/** A snapshot stream in the first format (meta and lease rows before the revision rows), as an older member sends it. */
+async function firstFormatSnapshot(directory: string): Promise<Uint8Array[]> {
+  const packr = new Packr({ useRecords: false, mapsAsObjects: true });
+  const generation = (await readFile(join(directory, 'CURRENT'), 'utf8')).trim();
+  const db = new ClassicLevel<Uint8Array, Uint8Array>(join(directory, `db-${generation}`), { keyEncoding: 'view', valueEncoding: 'view' });
+  const digest = createHash('sha256');
+  const lengthPrefixed = (bytes: Uint8Array): Uint8Array => {
+    const out = new Uint8Array(4 + bytes.length);
+    new DataView(out.buffer).setUint32(0, bytes.length);
+    out.set(bytes, 4);
+    return out;
+  };
+  const pairs: Uint8Array[][] = [];
+  for await (const [key, value] of db.iterator({ gte: Uint8Array.of(0x6d), lt: Uint8Array.of(0x73) })) {
+    pairs.push([key, value]);
+    digest.update(lengthPrefixed(key));
+    digest.update(lengthPrefixed(value));
+  }
+  await db.close();
+  return [packr.pack({ format: 'raftkv-mvcc-snapshot/1' }), packr.pack({ pairs }), packr.pack({ end: true, rows: pairs.length, sha256: digest.digest('hex') })];
+}
+
+test('a store in the first key layout (meta and leases before the rows) opens whole and moves them after the rows', async () => {
+  const directory = await mkdtemp(join(tmpdir(), 'raftkv-layout-'));
+  const restored = await mkdtemp(join(tmpdir(), 'raftkv-layout-restored-'));
+  try {
+    let store = await MvccStore.open(directory);
+    let index = 1;
+    const apply = (request: Parameters<MvccStore['applyBatch']>[0][number]['request']) => store.applyBatch([{ index: ++index, request }]);
+    await apply({ type: 'leaseGrant', id: 7, ttlSeconds: 60 });
+    await apply({ type: 'leaseGrant', id: 2 ** 40, ttlSeconds: 5 });
+    await apply({ type: 'put', key: bytes('a'), value: bytes('1') });
+    await apply({ type: 'put', key: bytes('leased'), value: bytes('L'), lease: 7 });
+    await apply({ type: 'put', key: bytes('a'), value: bytes('2') });
+    await apply({ type: 'compact', revision: 2 });
+    await store.compactionSettled();
+    const status = store.status();
+    const leases = store.leases();
+    const hash = await store.hash();
+    const all = plain(await store.range({ key: bytes('a'), rangeEnd: bytes('z') }));
+    await store.close();
+    assert.deepEqual(Object.fromEntries(await keyBytesOf(directory)), { r: 3, t: 1, u: 2 }, 'the current layout: rows, meta, leases');
+
+    await toFirstLayout(directory);
+    assert.deepEqual(Object.fromEntries(await keyBytesOf(directory)), { m: 1, n: 2, r: 3 });
+    const snapshot = await firstFormatSnapshot(directory);
+
+    store = await MvccStore.open(directory);
+    assert.deepEqual(store.status(), status);
+    assert.deepEqual(store.leases(), leases);
+    assert.deepEqual(await store.hash(), hash);
+    assert.deepEqual(plain(await store.range({ key: bytes('a'), rangeEnd: bytes('z') })), all);
+    // The next write lands in the new layout and sees the moved lease.
+    const leasedPut = await store.applyBatch([{ index: ++index, request: { type: 'put', key: bytes('b'), value: bytes('B'), lease: 2 ** 40 } }]);
+    assert.equal(leasedPut[0]?.type, 'put');
+    await store.close();
+    assert.deepEqual(Object.fromEntries(await keyBytesOf(directory)), { r: 4, t: 1, u: 2 }, 'nothing is left in the first layout');
+
+    // A snapshot in the first format, from a member not yet upgraded, restores into the new layout.
+    const target = await MvccStore.open(restored);
+    await target.restore((async function* () {
+      yield* snapshot;
+    })());
+    assert.deepEqual(target.status(), status);
+    assert.deepEqual(target.leases(), leases);
+    assert.deepEqual(await target.hash(), hash);
+    await target.close();
+    const layout = await keyBytesOf(restored);
+    assert.equal(layout.get('m'), undefined);
+    assert.equal(layout.get('n'), undefined);
+    assert.equal(layout.get('t'), 1);
+    assert.equal(layout.get('u'), 2);
+  } finally {
+    await rm(directory, { recursive: true, force: true });
+    await rm(restored, { recursive: true, force: true });
   }
 });

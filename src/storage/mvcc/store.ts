@@ -38,7 +38,17 @@ const log = createDebug('raftkv:mvcc');
 
 type Database = ClassicLevel<Uint8Array, Uint8Array>;
 
-const META_KEY = Uint8Array.of(0x6d); // 'm', sorts before every row key
+// Key layout: revision rows ('r' + revision, see keys.ts), then the meta row
+// ('t'), then lease rows ('u' + id), then the sync marker ('z'). Every batch
+// writes rows of new, higher revisions and the meta row, so with the meta
+// after the rows a batch touches only the end of the key space: LevelDB then
+// merges a new table with the last table of the next level alone. With the
+// meta before the rows (the first layout: 'm', leases 'n'), every new table
+// spanned all older rows and each compaction rewrote a whole level.
+const META_KEY = Uint8Array.of(0x74); // 't'
+/** The first layout's meta row and lease prefix, moved at open (migrateLegacyLayout). */
+const LEGACY_META_KEY = Uint8Array.of(0x6d); // 'm'
+const LEGACY_LEASE_PREFIX = 0x6e; // 'n'
 /** Written synced by flush(); 'z' sorts after every range a snapshot or hash reads. */
 const SYNC_MARKER_KEY = Uint8Array.of(0x7a);
 const SYNC_MARKER_VALUE = Uint8Array.of(1);
@@ -46,7 +56,9 @@ const SYNC_MARKER_VALUE = Uint8Array.of(1);
 const FLUSH_LOG_WAIT_MS = 5_000;
 const FLUSH_LOG_POLL_MS = 5;
 const META_FORMAT = 1;
-const SNAPSHOT_FORMAT = 'raftkv-mvcc-snapshot/1';
+/** Format 2 has the meta and lease rows after the revision rows; format 1 (before them) is still read. */
+const SNAPSHOT_FORMAT = 'raftkv-mvcc-snapshot/2';
+const LEGACY_SNAPSHOT_FORMAT = 'raftkv-mvcc-snapshot/1';
 const CURRENT_FILE = 'CURRENT';
 const packr = new Packr({ useRecords: false, mapsAsObjects: true });
 
@@ -176,9 +188,9 @@ function decodeMeta(bytes: Uint8Array): Meta {
 const ROWS_LOW = rowKey(0, 0);
 const ROWS_HIGH = Uint8Array.of(ROW_PREFIX + 1);
 
-// Lease rows: 'n' + the id as 8 big-endian bytes → [ttlSeconds, renewals, remainingMs].
-// They sort between the meta row and the revision rows, so snapshots carry them.
-const LEASE_PREFIX = 0x6e; // 'n'
+// Lease rows: 'u' + the id as 8 big-endian bytes → [ttlSeconds, renewals, remainingMs].
+// They sort after the meta row, inside the range a snapshot carries.
+const LEASE_PREFIX = 0x75; // 'u'
 const LEASE_KEY_BYTES = 9;
 const LEASES_LOW = Uint8Array.of(LEASE_PREFIX);
 const LEASES_HIGH = Uint8Array.of(LEASE_PREFIX + 1);
@@ -351,7 +363,7 @@ export class MvccStore {
   /** Approximate bytes on disk. */
   async dbSizeBytes(): Promise<number> {
     this.throwIfUnusable();
-    return this.db.approximateSize(META_KEY, ROWS_HIGH);
+    return this.db.approximateSize(ROWS_LOW, LEASES_HIGH);
   }
 
   /** A range read at the current or a past revision (see RangeRequest). */
@@ -723,7 +735,7 @@ export class MvccStore {
   async *snapshot(): AsyncGenerator<Uint8Array> {
     if (this.restoring !== null) await this.restoring;
     this.throwIfUnusable();
-    const iterator = this.db.iterator({ gte: META_KEY, lt: ROWS_HIGH });
+    const iterator = this.db.iterator({ gte: ROWS_LOW, lt: LEASES_HIGH });
     const digest = createHash('sha256');
     let rows = 0;
     try {
@@ -807,6 +819,7 @@ export class MvccStore {
   }
 
   private async rebuild(): Promise<void> {
+    await migrateLegacyLayout(this.db);
     this.index.clear();
     const metaBytes = await this.db.get(META_KEY);
     const meta: Meta = metaBytes === undefined ? { appliedIndex: 0, currentRevision: 0, compactRevision: 0 } : decodeMeta(metaBytes);
@@ -969,7 +982,7 @@ async function writeSnapshot(db: Database, chunks: AsyncIterable<Uint8Array>): P
   for await (const chunk of chunks) {
     const frame = packr.unpack(chunk) as { format?: string; pairs?: Uint8Array[][]; end?: boolean; rows?: number; sha256?: string };
     if (!started) {
-      if (frame.format !== SNAPSHOT_FORMAT) throw new InvalidArgumentError('not a raftkv store snapshot');
+      if (frame.format !== SNAPSHOT_FORMAT && frame.format !== LEGACY_SNAPSHOT_FORMAT) throw new InvalidArgumentError('not a raftkv store snapshot');
       started = true;
       continue;
     }
@@ -987,7 +1000,7 @@ async function writeSnapshot(db: Database, chunks: AsyncIterable<Uint8Array>): P
       if (!(key instanceof Uint8Array) || !(value instanceof Uint8Array)) throw new InvalidArgumentError('store snapshot row is malformed');
       digest.update(lengthPrefixed(key));
       digest.update(lengthPrefixed(value));
-      if (key.length === 1 && key[0] === META_KEY[0]) sawMeta = true;
+      if (key.length === 1 && (key[0] === META_KEY[0] || key[0] === LEGACY_META_KEY[0])) sawMeta = true;
       return { type: 'put' as const, key, value };
     });
     rows += operations.length;
@@ -995,9 +1008,32 @@ async function writeSnapshot(db: Database, chunks: AsyncIterable<Uint8Array>): P
   }
   if (!started || !ended) throw new InvalidArgumentError('store snapshot is truncated');
   if (!sawMeta && rows > 0) throw new InvalidArgumentError('store snapshot has rows but no meta');
+  await migrateLegacyLayout(db); // a format 1 snapshot, from a member not yet upgraded
   // One synced write makes every earlier unsynced write of this database durable.
   const meta = await db.get(META_KEY);
   await db.put(META_KEY, meta ?? encodeMeta({ appliedIndex: 0, currentRevision: 0, compactRevision: 0 }), { sync: true });
+}
+
+/**
+ * Moves the first layout's meta and lease rows (before the revision rows) to
+ * their places after them, in one synced batch; does nothing to a database
+ * in the current layout.
+ */
+async function migrateLegacyLayout(db: Database): Promise<void> {
+  const operations: ({ type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array })[] = [];
+  const meta = await db.get(LEGACY_META_KEY);
+  if (meta !== undefined) {
+    assert((await db.get(META_KEY)) === undefined, 'the store has a meta row in both layouts');
+    operations.push({ type: 'put', key: META_KEY, value: meta }, { type: 'del', key: LEGACY_META_KEY });
+  }
+  for await (const [key, value] of db.iterator({ gte: Uint8Array.of(LEGACY_LEASE_PREFIX), lt: Uint8Array.of(LEGACY_LEASE_PREFIX + 1) })) {
+    const moved = new Uint8Array(key);
+    moved[0] = LEASE_PREFIX;
+    operations.push({ type: 'put', key: moved, value }, { type: 'del', key });
+  }
+  if (operations.length === 0) return;
+  await db.batch(operations, { sync: true });
+  log('moved the meta row and %d lease rows after the revision rows', (operations.length - (meta === undefined ? 0 : 2)) / 2);
 }
 
 /** fdatasyncs a file unless it is gone (LevelDB removes a log once its memtable is in a synced table). */
