@@ -86,6 +86,40 @@ test('proposals: a follower forwards to the leader; with no leader the caller ge
   assert.deepEqual(net.appliedData(1), ['via-follower']);
 });
 
+test('proposals: a follower forwards what it proposed before its next Ready in one Prop message, up to messageBytesMax', () => {
+  const net = new TestNetwork([1, 2, 3], { messageBytesMax: 10 });
+  net.elect(1);
+  net.hold = true;
+  for (let i = 0; i < 5; i++) assert.ok(net.get(3).node.propose(bytes(`p${i}`.padEnd(4, '.'))).ok);
+  net.settle();
+  const sizes = (): number[][] => net.held.filter((m) => m.type === MessageType.Prop).map((m) => m.entries.map((e) => e.data.length));
+  assert.deepEqual(sizes(), [[4, 4], [4, 4], [4]], 'joined up to 10 bytes of data, in order');
+  // Proposed after the host took its messages: a new message, never one already handed over.
+  const first = net.held.find((m) => m.type === MessageType.Prop)!;
+  assert.ok(net.get(3).node.propose(bytes('late')).ok);
+  net.settle();
+  assert.deepEqual(sizes(), [[4, 4], [4, 4], [4], [4]]);
+  assert.equal(first.entries.length, 2, 'a message handed over is not changed afterwards');
+  net.hold = false;
+  for (const m of net.held) net.deliver(m);
+  net.held = [];
+  net.settle();
+  net.tickAll();
+  assert.deepEqual(net.appliedData(1), ['p0..', 'p1..', 'p2..', 'p3..', 'p4..', 'late']);
+
+  // A leader change in between: the next proposal goes to the new leader in a message of its own.
+  const other = new TestNetwork([1, 2, 3]);
+  other.elect(1);
+  other.hold = true;
+  assert.ok(other.get(3).node.propose(bytes('to-1')).ok);
+  const term = other.get(3).node.status().term;
+  other.get(3).node.step({ type: MessageType.Heartbeat, from: 2, to: 3, term: term + 1, logTerm: 0, index: 0, entries: [], commit: 0, reject: false, rejectHint: 0, snapshot: null, context: new Uint8Array(0) });
+  assert.ok(other.get(3).node.propose(bytes('to-2')).ok);
+  other.settle();
+  const props = other.held.filter((m) => m.type === MessageType.Prop).map((m) => [m.to, m.entries.map((e) => new TextDecoder().decode(e.data))]);
+  assert.deepEqual(props, [[1, ['to-1']], [2, ['to-2']]]);
+});
+
 test('bounded uncommitted log: a leader refuses proposals past uncommittedBytesMax with RAFTKV_PROPOSAL_DROPPED', () => {
   const net = new TestNetwork([1, 2, 3], { uncommittedBytesMax: 100 });
   net.elect(1);
