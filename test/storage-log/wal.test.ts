@@ -182,6 +182,56 @@ test('a segment whose state record never reached the disk is removed', async () 
   }
 });
 
+test('compacted segments are deleted beside later writes, shortened at most 4 MiB at a time; open deletes any left over', async () => {
+  const directory = fresh();
+  // Two segments of about 9 MiB (30 saves of 300 KiB each): a third is being written when the compaction comes.
+  const storage = await WalLogStorage.open(directory, { segmentBytes: 9 * 1024 * 1024 });
+  await storage.bootstrap(conf);
+  for (let save = 0; save < 70; save++) {
+    await storage.save({ snapshot: null, entries: entries(2 + save * 3, 3, 2, 100 * 1024), hardState: { term: 2, vote: 1, commit: 4 + save * 3 }, sync: true });
+  }
+  const before = segmentFiles(directory);
+  assert.ok(before.length >= 3, `${before.length} segments`);
+  const probe = await open(join(directory, 'probe'), 'w');
+  type Handle = { stat: () => Promise<{ size: number }> };
+  const handlePrototype = Object.getPrototypeOf(probe) as { truncate: (this: Handle, length?: number) => Promise<void> };
+  await probe.close();
+  const { truncate } = handlePrototype;
+  const steps: [number, number][] = []; // [size before, size after]
+  handlePrototype.truncate = async function (length?: number) {
+    const size = (await this.stat()).size;
+    await truncate.call(this, length);
+    steps.push([size, length ?? 0]);
+  };
+  try {
+    await storage.createSnapshot({ index: 200, term: 2, confState: conf });
+    await storage.compact(200);
+    // Out of recovery's sight at once, deleted later.
+    const doomed = before.filter((name) => !segmentFiles(directory).includes(name));
+    assert.ok(doomed.length >= 2, `compaction through 200 dooms ${doomed.length} segments`);
+    await storage.reclaimSettled();
+  } finally {
+    handlePrototype.truncate = truncate;
+  }
+  assert.deepEqual(readdirSync(directory).filter((name) => name.endsWith('.deleting')), [], 'every doomed segment is gone');
+  assert.ok(steps.length >= 6, `${steps.length} steps for two 9 MiB segments`);
+  for (const [from, to] of steps) assert.ok(from - to > 0 && from - to <= 4 * 1024 * 1024, `a step from ${from} to ${to} bytes`);
+  assert.equal(steps.filter(([, to]) => to === 0).length, before.length - segmentFiles(directory).length, 'each doomed segment shrinks to nothing');
+  assertEntries(storage, 201, 211, 2);
+  await storage.close();
+
+  // A doomed segment left by a stop part way: never replayed (its bytes are not a segment's), deleted at open.
+  writeFileSync(join(directory, '0000000000000001.wal.deleting'), 'not a segment');
+  const reopened = await WalLogStorage.open(directory, { segmentBytes: 9 * 1024 * 1024 });
+  try {
+    assert.deepEqual(readdirSync(directory).filter((name) => name.endsWith('.deleting')), []);
+    assert.equal(reopened.firstIndex(), 201);
+    assertEntries(reopened, 201, 211, 2);
+  } finally {
+    await reopened.close();
+  }
+});
+
 test('a crash part way through deleting compacted segments still recovers the same log', async () => {
   const directory = fresh();
   let storage = await writeLog(directory, 40, 10, 8 * 1024);
