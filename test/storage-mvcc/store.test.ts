@@ -361,3 +361,44 @@ test('flush returns only once every LevelDB log but the current one is written o
     for (const log of logs.slice(0, -1)) assert.ok(synced.has(statSync(log).ino), `flush returned while ${log} was neither written out nor synced`);
   });
 });
+
+test('flush syncs LevelDB\'s current log through its own descriptor before the synced write (which holds LevelDB\'s writer queue)', async () => {
+  await withStore(async (store, directory) => {
+    const writer = new Writer(() => store);
+    await writer.apply(...Array.from({ length: 200 }, (_, i) => writer.put(`key/${i}`, 'v'.repeat(1_000))));
+    const order: string[] = [];
+    const probe = await open(join(directory, 'probe'), 'w');
+    type Handle = { stat: () => Promise<{ ino: number }> };
+    const handlePrototype = Object.getPrototypeOf(probe) as { datasync: (this: Handle) => Promise<void> };
+    await probe.close();
+    const { datasync } = handlePrototype;
+    handlePrototype.datasync = async function () {
+      await datasync.call(this);
+      order.push(`datasync ${(await this.stat()).ino}`);
+    };
+    type Batch = { write: (options?: { sync?: boolean }) => Promise<void> };
+    const internals = store as unknown as { db: { batch: () => Batch } };
+    const batch = internals.db.batch;
+    internals.db.batch = function (this: unknown) {
+      const chained = batch.call(this);
+      const write = chained.write;
+      chained.write = function (this: unknown, options?: { sync?: boolean }) {
+        order.push(options?.sync === true ? 'synced write' : 'write');
+        return write.call(this, options);
+      };
+      return chained;
+    };
+    try {
+      await store.flush();
+    } finally {
+      handlePrototype.datasync = datasync;
+      internals.db.batch = batch;
+    }
+    const database = (await readdir(directory)).find((name) => name.startsWith('db-'))!;
+    const logs = (await readdir(join(directory, database))).filter((name) => name.endsWith('.log')).sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10));
+    const current = statSync(join(directory, database, logs[logs.length - 1]!)).ino;
+    const synced = order.indexOf(`datasync ${current}`);
+    assert.ok(synced >= 0, `flush never synced the current log itself: ${order.join(', ')}`);
+    assert.ok(synced < order.indexOf('synced write'), `the current log was synced after the synced write: ${order.join(', ')}`);
+  });
+});

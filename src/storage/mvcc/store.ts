@@ -635,11 +635,44 @@ export class MvccStore {
    * syncs the writes before it. It writes a marker row outside the store's
    * ranges, not the meta, so an apply may run meanwhile: two writes in
    * flight may land in either order, and the meta must never go back.
+   *
+   * LevelDB syncs while holding its writer queue, so every apply arriving
+   * meanwhile waits for that sync, and the log holds up to a memtable's
+   * worth of unsynced writes (4 MiB): 50-100 ms, once per snapshot, on all
+   * members at once. So flush first syncs the current log itself, outside
+   * the queue; the synced write then has little left to sync.
    */
   async flush(): Promise<void> {
     this.throwIfUnusable();
+    await this.syncCurrentLog();
     await this.write([{ type: 'put', key: SYNC_MARKER_KEY, value: SYNC_MARKER_VALUE }], true);
     await this.syncDatabaseLogs();
+  }
+
+  /** fdatasyncs LevelDB's current (newest) log through a descriptor of its own. */
+  private async syncCurrentLog(): Promise<void> {
+    const generation = this.generation;
+    try {
+      const names = await this.databaseLogs(generation);
+      const newest = names?.[names.length - 1];
+      if (newest !== undefined) await syncFileIfPresent(join(this.directory, `db-${generation}`, newest));
+    } catch (error) {
+      this.fail(error);
+      throw this.failure as unknown as Error;
+    }
+  }
+
+  /** LevelDB's log files of a generation of the database, oldest first; null once a restore replaced it. */
+  private async databaseLogs(generation: number): Promise<string[] | null> {
+    let names: string[];
+    try {
+      names = await readdir(join(this.directory, `db-${generation}`));
+    } catch (error) {
+      // A restore replaced the database meanwhile (its copy was written synced): nothing of the old one matters.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' && this.generation !== generation) return null;
+      throw error;
+    }
+    return names.filter((name) => /^\d+\.log$/.test(name)).sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10));
   }
 
   /**
@@ -658,15 +691,9 @@ export class MvccStore {
     const deadline = Date.now() + FLUSH_LOG_WAIT_MS;
     try {
       for (;;) {
-        let names: string[];
-        try {
-          names = await readdir(location);
-        } catch (error) {
-          // A restore replaced the database meanwhile (its copy was written synced): nothing of the old one matters.
-          if ((error as NodeJS.ErrnoException).code === 'ENOENT' && this.generation !== generation) return;
-          throw error;
-        }
-        const older = names.filter((name) => /^\d+\.log$/.test(name)).sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10)).slice(0, -1);
+        const names = await this.databaseLogs(generation);
+        if (names === null) return;
+        const older = names.slice(0, -1);
         if (older.length === 0) return;
         if (Date.now() < deadline) {
           await new Promise((resolve) => setTimeout(resolve, FLUSH_LOG_POLL_MS));
