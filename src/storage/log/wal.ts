@@ -87,9 +87,13 @@ const DOOMED_NAME = /^[0-9a-f]{16}\.wal\.deleting$/;
  * A doomed segment shrinks by at most this much per truncate. Deleting a
  * 64 MiB file at once makes the device discard all its blocks in one go,
  * and every synced write behind that waited ~50 ms for it (measured here);
- * 4 MiB steps kept them under 5 ms.
+ * 4 MiB steps kept them under 5 ms. After each step the deletion pauses as
+ * long as the step took (at least RECLAIM_PAUSE_MIN_MS): the members of a
+ * cluster compact at about the same index, and their deletions back to back
+ * kept the device discarding for a quarter of a second.
  */
 const RECLAIM_STEP_BYTES = 4 * 1024 * 1024;
+const RECLAIM_PAUSE_MIN_MS = 5;
 const segmentName = (sequence: number): string => `${sequence.toString(16).padStart(16, '0')}.wal`;
 
 const EMPTY_CONF: ConfState = { voters: [], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
@@ -405,7 +409,10 @@ async function reclaimDoomed(directory: string, stopped: () => boolean): Promise
       while (size > 0) {
         if (stopped()) return;
         size = Math.max(0, size - RECLAIM_STEP_BYTES);
+        const startedMs = Date.now();
         await handle.truncate(size);
+        const pauseMs = Math.max(RECLAIM_PAUSE_MIN_MS, Date.now() - startedMs);
+        await new Promise((resolve) => setTimeout(resolve, pauseMs));
       }
     } finally {
       await handle.close();
