@@ -149,7 +149,7 @@ interface Run {
 
 async function reopen(run: Run, which: 'main' | 'replica'): Promise<void> {
   await run[which].close();
-  run[which] = await MvccStore.open(join(run.directory, which), { compactionKeysPerStep: which === 'main' ? 10_000 : 1 });
+  run[which] = await MvccStore.open(join(run.directory, which), which === 'main' ? { compactionKeysPerStep: 10_000, compactionRowsPerStep: 100_000 } : { compactionKeysPerStep: 1, compactionRowsPerStep: 1 });
 }
 
 async function checkAgreement(run: Run, model: MvccModel, context: string): Promise<void> {
@@ -178,7 +178,7 @@ async function runSeed(seed: number, operations: number): Promise<void> {
     directory,
     index: 1,
     main: await MvccStore.open(join(directory, 'main')),
-    replica: await MvccStore.open(join(directory, 'replica'), { compactionKeysPerStep: 1 }),
+    replica: await MvccStore.open(join(directory, 'replica'), { compactionKeysPerStep: 1, compactionRowsPerStep: 1 }),
   };
   try {
     let done = 0;

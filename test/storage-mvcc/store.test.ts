@@ -402,3 +402,37 @@ test('flush syncs LevelDB\'s current log through its own descriptor before the s
     assert.ok(synced < order.indexOf('synced write'), `the current log was synced after the synced write: ${order.join(', ')}`);
   });
 });
+
+test('the index prunes at most rowsMax revisions a step, finishing a key with more in the next steps, oldest first', async () => {
+  const { KeyIndex } = await import('../../src/storage/mvcc/key-index.ts');
+  const build = (): InstanceType<typeof KeyIndex> => {
+    const index = new KeyIndex();
+    let main = 0;
+    const record = (tombstone = false) => ({ main: ++main, sub: 0, createRevision: 1, version: 1, lease: 0, tombstone, value: tombstone ? new Uint8Array(0) : Uint8Array.of(1) });
+    for (let i = 0; i < 10; i++) index.append('a', Uint8Array.of(0x61), record());
+    for (let i = 0; i < 3; i++) index.append('b', Uint8Array.of(0x62), record());
+    index.append('c', Uint8Array.of(0x63), record());
+    index.append('c', Uint8Array.of(0x63), record(true));
+    index.append('b', Uint8Array.of(0x62), record());
+    return index;
+  };
+  // At 16: a keeps its last (10), b only the revision at 16 (which shadows 13), and c, deleted at 15, goes whole.
+  const compactRevision = 16;
+  const whole = build().prune(compactRevision, '', 100).dropped;
+  const stepped = build();
+  const dropped: { main: number; sub: number }[] = [];
+  let fromKey: string | undefined = '';
+  let steps = 0;
+  while (fromKey !== undefined) {
+    const step = stepped.prune(compactRevision, fromKey, 100, 3);
+    assert.ok(step.dropped.length <= 3, `step ${steps} dropped ${step.dropped.length} revisions`);
+    dropped.push(...step.dropped);
+    fromKey = step.nextKey;
+    assert.ok(++steps < 20, 'pruning finishes');
+  }
+  assert.deepEqual(dropped, whole, 'the same revisions, in the same order, as in one step');
+  assert.equal(whole.length, 9 + 3 + 2);
+  assert.deepEqual(stepped.history('a')?.revisions.map((r) => r.main), [10]);
+  assert.deepEqual(stepped.history('b')?.revisions.map((r) => r.main), [16]);
+  assert.equal(stepped.history('c'), undefined, 'a key whose history was all unreachable is gone');
+});

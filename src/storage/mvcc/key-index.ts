@@ -147,27 +147,35 @@ export class KeyIndex {
 
   /**
    * Drops the revisions a compaction made unreachable, for at most `keysMax`
-   * keys from `fromKey` on; reports the dropped revisions (their rows can be
-   * deleted) and where to continue (undefined: done).
+   * keys from `fromKey` on and at most `rowsMax` revisions (a key with more
+   * is finished in later steps, oldest revisions first); reports the dropped
+   * revisions (their rows can be deleted) and where to continue (undefined:
+   * done).
    */
   prune(
     compactRevision: number,
     fromKey: string,
     keysMax: number,
+    rowsMax = Number.POSITIVE_INFINITY,
   ): { dropped: { main: number; sub: number }[]; nextKey: string | undefined } {
     const dropped: { main: number; sub: number }[] = [];
     const emptied: string[] = [];
     let visited = 0;
     let nextKey: string | undefined;
     for (const [indexKey, history] of this.tree.entries(fromKey)) {
-      if (visited === keysMax) {
+      if (visited === keysMax || dropped.length >= rowsMax) {
         nextKey = indexKey;
         break;
       }
       visited++;
       const count = unreachableCount(history, compactRevision);
       if (count === 0) continue;
-      for (const record of history.revisions.splice(0, count)) dropped.push({ main: record.main, sub: record.sub });
+      const taken = Math.min(count, rowsMax - dropped.length);
+      for (const record of history.revisions.splice(0, taken)) dropped.push({ main: record.main, sub: record.sub });
+      if (taken < count) {
+        nextKey = indexKey; // the rest of this key's unreachable revisions go in the next step
+        break;
+      }
       if (history.revisions.length === 0) emptied.push(indexKey);
     }
     for (const indexKey of emptied) {
