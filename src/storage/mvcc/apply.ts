@@ -73,6 +73,12 @@ export class BatchState {
     readonly leases: LeaseState = NO_LEASES,
   ) {}
 
+  /** A record joins the batch: readable by its later requests, and a row to write. */
+  join(indexKeyOfKey: string, key: Uint8Array, record: RevisionRecord): void {
+    addToLayer(this.layer, indexKeyOfKey, key, record);
+    this.written.push({ key, indexKey: indexKeyOfKey, record });
+  }
+
   lease(id: number): LeaseRecord | undefined {
     const changed = this.leaseChanges.get(id);
     if (changed !== undefined) return changed ?? undefined;
@@ -93,6 +99,12 @@ export class BatchState {
 function liveSize(key: Uint8Array, record: RevisionRecord | undefined): number {
   if (record === undefined || record.tombstone) return 0;
   return key.length + (record.value as Uint8Array).length;
+}
+
+function addToLayer(layer: Layer, indexKeyOfKey: string, key: Uint8Array, record: RevisionRecord): void {
+  const entry = layer.get(indexKeyOfKey);
+  if (entry === undefined) layer.set(indexKeyOfKey, { key, records: [record] });
+  else entry.records.push(record);
 }
 
 /** The key's latest record (a tombstone included) in the batch so far, else in the index. */
@@ -137,12 +149,7 @@ class RequestContext {
   }
 
   write(indexKeyOfKey: string, key: Uint8Array, record: RevisionRecord): void {
-    let entry = this.layer.get(indexKeyOfKey);
-    if (entry === undefined) {
-      entry = { key, records: [] };
-      this.layer.set(indexKeyOfKey, entry);
-    }
-    entry.records.push(record);
+    addToLayer(this.layer, indexKeyOfKey, key, record);
     this.sub++;
   }
 }
@@ -222,10 +229,7 @@ function applyPut(index: KeyIndex, batch: BatchState, request: PutRequest): Writ
   }
   batch.revision = main;
   batch.liveBytes += planned.growth;
-  const entry = batch.layer.get(key);
-  if (entry === undefined) batch.layer.set(key, { key: request.key, records: [planned.record] });
-  else entry.records.push(planned.record);
-  batch.written.push({ key: request.key, indexKey: key, record: planned.record });
+  batch.join(key, request.key, planned.record);
   const events = [planned.event];
   return request.prevKv === true && planned.previous !== undefined
     ? { type: 'put', revision: main, prevKv: planned.previous, events }
@@ -399,17 +403,7 @@ export function applyRequest(index: KeyIndex, batch: BatchState, request: WriteR
   if (context.sub > 0) {
     batch.revision = context.main;
     batch.liveBytes += context.liveBytesDelta;
-    for (const [key, entry] of context.layer) {
-      let batchEntry = batch.layer.get(key);
-      if (batchEntry === undefined) {
-        batchEntry = { key: entry.key, records: [] };
-        batch.layer.set(key, batchEntry);
-      }
-      for (const record of entry.records) {
-        batchEntry.records.push(record);
-        batch.written.push({ key: entry.key, indexKey: key, record });
-      }
-    }
+    for (const [key, entry] of context.layer) for (const record of entry.records) batch.join(key, entry.key, record);
   }
   for (const [id, record] of leaseChanges) batch.leaseChanges.set(id, record);
   batch.deferred.push(...context.deferred);

@@ -37,6 +37,7 @@ import type { RangePlan } from './view.ts';
 const log = createDebug('raftkv:mvcc');
 
 type Database = ClassicLevel<Uint8Array, Uint8Array>;
+type BatchOperation = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
 
 // Key layout: revision rows ('r' + revision, see keys.ts), then the meta row
 // ('t'), then lease rows ('u' + id), then the sync marker ('z'). Every batch
@@ -964,7 +965,7 @@ export class MvccStore {
   }
 
   private async write(
-    operations: ({ type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array })[],
+    operations: BatchOperation[],
     sync: boolean,
   ): Promise<void> {
     this.throwIfUnusable();
@@ -1057,7 +1058,7 @@ async function writeSnapshot(db: Database, chunks: AsyncIterable<Uint8Array>): P
  * in the current layout.
  */
 async function migrateLegacyLayout(db: Database): Promise<void> {
-  const operations: ({ type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array })[] = [];
+  const operations: BatchOperation[] = [];
   const meta = await db.get(LEGACY_META_KEY);
   if (meta !== undefined) {
     assert((await db.get(META_KEY)) === undefined, 'the store has a meta row in both layouts');
