@@ -24,6 +24,12 @@ function plain(value: unknown): unknown {
   return value;
 }
 
+/** The LevelDB database of a closed store, opened directly. */
+async function openDatabase(directory: string): Promise<ClassicLevel<Uint8Array, Uint8Array>> {
+  const generation = (await readFile(join(directory, 'CURRENT'), 'utf8')).trim();
+  return new ClassicLevel<Uint8Array, Uint8Array>(join(directory, `db-${generation}`), { keyEncoding: 'view', valueEncoding: 'view' });
+}
+
 /** The first row format, written by the code before the packed rows. */
 function legacyRow(packed: Uint8Array): Uint8Array {
   const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
@@ -52,8 +58,7 @@ test('rows in the first (msgpack) format still decode after an upgrade', async (
     await store.close();
 
     // Rewrite every revision row in the old format, as an older raftkv left them.
-    const generation = (await readFile(join(directory, 'CURRENT'), 'utf8')).trim();
-    const db = new ClassicLevel<Uint8Array, Uint8Array>(join(directory, `db-${generation}`), { keyEncoding: 'view', valueEncoding: 'view' });
+    const db = await openDatabase(directory);
     let rewritten = 0;
     for await (const [key, value] of db.iterator({ gte: Uint8Array.of(0x72), lt: Uint8Array.of(0x73) })) {
       await db.put(key, legacyRow(value));
@@ -76,8 +81,7 @@ test('rows in the first (msgpack) format still decode after an upgrade', async (
 
 /** The rows of a closed store's database, by first key byte ('m', 'n', 't', 'u', ...). */
 async function keyBytesOf(directory: string): Promise<Map<string, number>> {
-  const generation = (await readFile(join(directory, 'CURRENT'), 'utf8')).trim();
-  const db = new ClassicLevel<Uint8Array, Uint8Array>(join(directory, `db-${generation}`), { keyEncoding: 'view', valueEncoding: 'view' });
+  const db = await openDatabase(directory);
   const counts = new Map<string, number>();
   for await (const key of db.keys()) counts.set(String.fromCharCode(key[0]!), (counts.get(String.fromCharCode(key[0]!)) ?? 0) + 1);
   await db.close();
@@ -86,8 +90,7 @@ async function keyBytesOf(directory: string): Promise<Map<string, number>> {
 
 /** Moves a closed store's meta row ('t') and lease rows ('u') back to where the first layout kept them ('m', 'n'). */
 async function toFirstLayout(directory: string): Promise<void> {
-  const generation = (await readFile(join(directory, 'CURRENT'), 'utf8')).trim();
-  const db = new ClassicLevel<Uint8Array, Uint8Array>(join(directory, `db-${generation}`), { keyEncoding: 'view', valueEncoding: 'view' });
+  const db = await openDatabase(directory);
   for await (const [key, value] of db.iterator({ gte: Uint8Array.of(0x74), lt: Uint8Array.of(0x76) })) {
     const moved = new Uint8Array(key);
     moved[0] = key[0] === 0x74 ? 0x6d : 0x6e;
@@ -99,8 +102,7 @@ async function toFirstLayout(directory: string): Promise<void> {
 /** A snapshot stream in the first format (meta and lease rows before the revision rows), as an older member sends it. */
 async function firstFormatSnapshot(directory: string): Promise<Uint8Array[]> {
   const packr = new Packr({ useRecords: false, mapsAsObjects: true });
-  const generation = (await readFile(join(directory, 'CURRENT'), 'utf8')).trim();
-  const db = new ClassicLevel<Uint8Array, Uint8Array>(join(directory, `db-${generation}`), { keyEncoding: 'view', valueEncoding: 'view' });
+  const db = await openDatabase(directory);
   const digest = createHash('sha256');
   const lengthPrefixed = (bytes: Uint8Array): Uint8Array => {
     const out = new Uint8Array(4 + bytes.length);

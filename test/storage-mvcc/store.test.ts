@@ -327,6 +327,35 @@ test('prefixEnd never changes the caller\'s bytes, even for a Buffer', async () 
   assert.deepEqual([...prefixEnd(Uint8Array.of(0xff, 0xff))], [0]);
 });
 
+/**
+ * Reports the inode of every file fdatasynced through a FileHandle until the
+ * returned function restores the original (files are told apart by inode: a
+ * FileHandle does not know its path).
+ */
+async function onDatasync(directory: string, synced: (inode: number) => void): Promise<() => void> {
+  const probe = await open(join(directory, 'probe'), 'w');
+  type Handle = { stat: () => Promise<{ ino: number }> };
+  const handlePrototype = Object.getPrototypeOf(probe) as { datasync: (this: Handle) => Promise<void> };
+  await probe.close();
+  const { datasync } = handlePrototype;
+  handlePrototype.datasync = async function () {
+    await datasync.call(this);
+    synced((await this.stat()).ino);
+  };
+  return () => {
+    handlePrototype.datasync = datasync;
+  };
+}
+
+/** The paths of a store's LevelDB logs, oldest first (the last is the one being written). */
+async function databaseLogs(directory: string): Promise<string[]> {
+  const database = (await readdir(directory)).find((name) => name.startsWith('db-'))!;
+  return (await readdir(join(directory, database)))
+    .filter((name) => name.endsWith('.log'))
+    .sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10))
+    .map((name) => join(directory, database, name));
+}
+
 test('flush returns only once every LevelDB log but the current one is written out or synced (LevelDB closes a full log unsynced)', async () => {
   await withStore(async (store, directory) => {
     const writer = new Writer(() => store);
@@ -335,27 +364,14 @@ test('flush returns only once every LevelDB log but the current one is written o
     const value = 'v'.repeat(4_000);
     await writer.apply(...Array.from({ length: 750 }, (_, i) => writer.put(`key/a/${i}`, value)));
     await writer.apply(...Array.from({ length: 750 }, (_, i) => writer.put(`key/b/${i}`, value)));
-    const probe = await open(join(directory, 'probe'), 'w');
-    type Handle = { stat: () => Promise<{ ino: number }> };
-    const handlePrototype = Object.getPrototypeOf(probe) as { datasync: (this: Handle) => Promise<void> };
-    await probe.close();
-    const { datasync } = handlePrototype;
-    // Files are told apart by inode: a FileHandle does not know its path.
     const synced = new Set<number>();
-    handlePrototype.datasync = async function () {
-      await datasync.call(this);
-      synced.add((await this.stat()).ino);
-    };
+    const restore = await onDatasync(directory, (inode) => synced.add(inode));
     try {
       await store.flush();
     } finally {
-      handlePrototype.datasync = datasync;
+      restore();
     }
-    const database = (await readdir(directory)).find((name) => name.startsWith('db-'))!;
-    const logs = (await readdir(join(directory, database)))
-      .filter((name) => name.endsWith('.log'))
-      .sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10))
-      .map((name) => join(directory, database, name));
+    const logs = await databaseLogs(directory);
     assert.ok(logs.length > 0, 'LevelDB has a log');
     // The newest log is the current one, which the synced write covered; any older one must be gone or synced.
     for (const log of logs.slice(0, -1)) assert.ok(synced.has(statSync(log).ino), `flush returned while ${log} was neither written out nor synced`);
@@ -367,15 +383,7 @@ test('flush syncs LevelDB\'s current log through its own descriptor before the s
     const writer = new Writer(() => store);
     await writer.apply(...Array.from({ length: 200 }, (_, i) => writer.put(`key/${i}`, 'v'.repeat(1_000))));
     const order: string[] = [];
-    const probe = await open(join(directory, 'probe'), 'w');
-    type Handle = { stat: () => Promise<{ ino: number }> };
-    const handlePrototype = Object.getPrototypeOf(probe) as { datasync: (this: Handle) => Promise<void> };
-    await probe.close();
-    const { datasync } = handlePrototype;
-    handlePrototype.datasync = async function () {
-      await datasync.call(this);
-      order.push(`datasync ${(await this.stat()).ino}`);
-    };
+    const restore = await onDatasync(directory, (inode) => order.push(`datasync ${inode}`));
     type Batch = { write: (options?: { sync?: boolean }) => Promise<void> };
     const internals = store as unknown as { db: { batch: () => Batch } };
     const batch = internals.db.batch;
@@ -391,12 +399,11 @@ test('flush syncs LevelDB\'s current log through its own descriptor before the s
     try {
       await store.flush();
     } finally {
-      handlePrototype.datasync = datasync;
+      restore();
       internals.db.batch = batch;
     }
-    const database = (await readdir(directory)).find((name) => name.startsWith('db-'))!;
-    const logs = (await readdir(join(directory, database))).filter((name) => name.endsWith('.log')).sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10));
-    const current = statSync(join(directory, database, logs[logs.length - 1]!)).ino;
+    const logs = await databaseLogs(directory);
+    const current = statSync(logs[logs.length - 1]!).ino;
     const synced = order.indexOf(`datasync ${current}`);
     assert.ok(synced >= 0, `flush never synced the current log itself: ${order.join(', ')}`);
     assert.ok(synced < order.indexOf('synced write'), `the current log was synced after the synced write: ${order.join(', ')}`);
