@@ -112,7 +112,7 @@ function latestInBatch(index: KeyIndex, batch: BatchState, indexKeyOfKey: string
   const entry = batch.layer.get(indexKeyOfKey);
   if (entry !== undefined) return entry.records[entry.records.length - 1];
   const history = index.history(indexKeyOfKey);
-  return history === undefined ? undefined : history.revisions[history.revisions.length - 1];
+  return history?.latest;
 }
 
 /** One request's changes: a layer over the batch, and the events it produced. */

@@ -42,21 +42,110 @@ export interface RevisionRecord {
   value: Uint8Array | undefined;
 }
 
-export interface KeyHistory {
-  readonly key: Uint8Array;
-  /** Ascending by (main, sub); never empty while in the index. */
-  readonly revisions: RevisionRecord[];
+/** Numbers per superseded revision in a history's packed part: main, sub (tombstone: -1 - sub), createRevision, version, lease. */
+const PACKED_FIELDS = 5;
+
+/**
+ * One key's revisions, ascending by (main, sub); never empty while in the
+ * index. The latest is kept as its record (it holds the value); superseded
+ * ones are packed into one array of doubles, so a key costs the collector a
+ * fixed handful of objects however many revisions it keeps until compaction
+ * (an object per revision made the heap's major collections the tail of
+ * write latency).
+ */
+export class KeyHistory {
+  private older: number[] = emptyDoubles();
+  private newest: RevisionRecord | undefined;
+
+  constructor(
+    readonly key: Uint8Array,
+    first: RevisionRecord,
+  ) {
+    this.newest = first;
+  }
+
+  get length(): number {
+    return this.older.length / PACKED_FIELDS + (this.newest === undefined ? 0 : 1);
+  }
+
+  /** The latest revision, with its value unless it is a tombstone. */
+  get latest(): RevisionRecord {
+    assert(this.newest !== undefined, 'an empty history has no latest revision');
+    return this.newest;
+  }
+
+  mainAt(position: number): number {
+    return position === this.older.length / PACKED_FIELDS ? this.latest.main : (this.older[position * PACKED_FIELDS] as number);
+  }
+
+  /**
+   * The revision at a position. A superseded one is rebuilt from the packed
+   * numbers, without its value (which lives only in its row on disk).
+   */
+  at(position: number): RevisionRecord {
+    const olderCount = this.older.length / PACKED_FIELDS;
+    if (position === olderCount) return this.latest;
+    assert(position >= 0 && position < olderCount && Number.isInteger(position), `no revision at position ${position}`);
+    const base = position * PACKED_FIELDS;
+    const older = this.older;
+    const packedSub = older[base + 1] as number;
+    return {
+      main: older[base] as number,
+      sub: packedSub < 0 ? -1 - packedSub : packedSub,
+      createRevision: older[base + 2] as number,
+      version: older[base + 3] as number,
+      lease: older[base + 4] as number,
+      tombstone: packedSub < 0,
+      value: undefined,
+    };
+  }
+
+  /** Appends a revision newer than the latest, which is packed without its value. */
+  push(record: RevisionRecord): void {
+    const last = this.newest;
+    if (last !== undefined) {
+      assert(
+        last.main < record.main || (last.main === record.main && last.sub < record.sub),
+        'index revisions must be appended in increasing order',
+      );
+      this.older.push(last.main, last.tombstone ? -1 - last.sub : last.sub, last.createRevision, last.version, last.lease);
+      last.value = undefined;
+    }
+    this.newest = record;
+  }
+
+  /** Removes the `count` oldest revisions, reporting each to `dropped`. */
+  dropOldest(count: number, dropped: { main: number; sub: number }[]): void {
+    assert(count >= 0 && count <= this.length, `cannot drop ${count} of ${this.length} revisions`);
+    const fromOlder = Math.min(count, this.older.length / PACKED_FIELDS);
+    for (let position = 0; position < fromOlder; position++) {
+      const record = this.at(position);
+      dropped.push({ main: record.main, sub: record.sub });
+    }
+    this.older.splice(0, fromOlder * PACKED_FIELDS);
+    if (count > fromOlder) {
+      const last = this.latest;
+      dropped.push({ main: last.main, sub: last.sub });
+      this.newest = undefined;
+    }
+  }
+}
+
+/** An empty array whose elements are unboxed doubles (the collector does not visit them). */
+function emptyDoubles(): number[] {
+  const numbers = [0.5];
+  numbers.length = 0;
+  return numbers;
 }
 
 /** Position of the last revision with main <= atRevision, or -1. */
 export function positionAt(history: KeyHistory, atRevision: number): number {
-  const revisions = history.revisions;
   let low = 0;
-  let high = revisions.length - 1;
+  let high = history.length - 1;
   let found = -1;
   while (low <= high) {
     const middle = (low + high) >>> 1;
-    if ((revisions[middle] as RevisionRecord).main <= atRevision) {
+    if (history.mainAt(middle) <= atRevision) {
       found = middle;
       low = middle + 1;
     } else {
@@ -70,7 +159,7 @@ export function positionAt(history: KeyHistory, atRevision: number): number {
 export function liveAt(history: KeyHistory, atRevision: number): RevisionRecord | undefined {
   const position = positionAt(history, atRevision);
   if (position < 0) return undefined;
-  const record = history.revisions[position] as RevisionRecord;
+  const record = history.at(position);
   return record.tombstone ? undefined : record;
 }
 
@@ -86,9 +175,8 @@ export function liveAt(history: KeyHistory, atRevision: number): RevisionRecord 
 export function unreachableCount(history: KeyHistory, compactRevision: number): number {
   const below = positionAt(history, compactRevision - 1);
   if (below < 0) return 0;
-  const record = history.revisions[below] as RevisionRecord;
-  const next = history.revisions[below + 1];
-  const shadowed = next !== undefined && next.main === compactRevision;
+  const record = history.at(below);
+  const shadowed = below + 1 < history.length && history.mainAt(below + 1) === compactRevision;
   return record.tombstone || shadowed ? below + 1 : below;
 }
 
@@ -114,21 +202,13 @@ export class KeyIndex {
    * A caller that just looked the history up passes it, saving a lookup.
    */
   append(indexKey: string, key: Uint8Array, record: RevisionRecord, known: KeyHistory | undefined = this.byKey.get(indexKey)): void {
-    let history = known;
-    if (history === undefined) {
-      history = { key, revisions: [] };
+    if (known === undefined) {
+      const history = new KeyHistory(key, record);
       this.tree.set(indexKey, history);
       this.byKey.set(indexKey, history);
+    } else {
+      known.push(record);
     }
-    const last = history.revisions[history.revisions.length - 1];
-    if (last !== undefined) {
-      assert(
-        last.main < record.main || (last.main === record.main && last.sub < record.sub),
-        'index revisions must be appended in increasing order',
-      );
-      last.value = undefined;
-    }
-    history.revisions.push(record);
   }
 
   /** Visits the histories of the keys in bounds, in key order, until visit returns false. */
@@ -171,12 +251,12 @@ export class KeyIndex {
       const count = unreachableCount(history, compactRevision);
       if (count === 0) continue;
       const taken = Math.min(count, rowsMax - dropped.length);
-      for (const record of history.revisions.splice(0, taken)) dropped.push({ main: record.main, sub: record.sub });
+      history.dropOldest(taken, dropped);
       if (taken < count) {
         nextKey = indexKey; // the rest of this key's unreachable revisions go in the next step
         break;
       }
-      if (history.revisions.length === 0) emptied.push(indexKey);
+      if (history.length === 0) emptied.push(indexKey);
     }
     for (const indexKey of emptied) {
       this.tree.delete(indexKey);

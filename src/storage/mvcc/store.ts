@@ -447,7 +447,7 @@ export class MvccStore {
   private publish(batch: BatchState, meta: Meta): void {
     for (const { key, indexKey: keyInIndex, record } of batch.written) {
       const history = this.index.history(keyInIndex);
-      const previous = history === undefined ? undefined : history.revisions[history.revisions.length - 1];
+      const previous = history?.latest;
       if (previous !== undefined && !previous.tombstone && previous.lease !== 0) this.detach(previous.lease, keyInIndex);
       this.index.append(keyInIndex, key, record, history);
       if (!record.tombstone && record.lease !== 0) this.attach(record.lease, keyInIndex);
@@ -525,14 +525,14 @@ export class MvccStore {
         tooWide = true;
         return false;
       }
-      const revisions = history.revisions;
-      for (let position = positionAt(history, fromRevision - 1) + 1; position < revisions.length; position++) {
-        const record = revisions[position] as RevisionRecord;
-        if (record.main > last) break;
-        const before = position > 0 ? (revisions[position - 1] as RevisionRecord) : undefined;
+      const first = positionAt(history, fromRevision - 1) + 1;
+      let before = first > 0 ? history.at(first - 1) : undefined;
+      for (let position = first; position < history.length && history.mainAt(position) <= last; position++) {
+        const record = history.at(position);
         const previous = withPrevious && before !== undefined && !before.tombstone ? before : undefined;
         // Values are taken now: a record loses its in-memory value once superseded.
         picks.push({ key: history.key, record, value: record.value, previous, previousValue: previous?.value });
+        before = record;
       }
       return true;
     });
@@ -634,7 +634,7 @@ export class MvccStore {
     if (history === undefined) return undefined;
     let position = positionAt(history, main);
     while (position >= 0) {
-      const record = history.revisions[position] as RevisionRecord;
+      const record = history.at(position);
       if (record.main < main || (record.main === main && record.sub < sub)) return record.tombstone ? undefined : record;
       position--;
     }
@@ -765,8 +765,10 @@ export class MvccStore {
   private isReachable(key: Uint8Array, row: RevisionRecord, compactRevision: number): boolean {
     const history = this.index.history(indexKey(key));
     if (history === undefined) return false;
-    const position = history.revisions.findIndex((record) => record.main === row.main && record.sub === row.sub);
-    return position >= 0 && position >= unreachableCount(history, compactRevision);
+    for (let position = positionAt(history, row.main); position >= 0 && history.mainAt(position) === row.main; position--) {
+      if (history.at(position).sub === row.sub) return position >= unreachableCount(history, compactRevision);
+    }
+    return false;
   }
 
   /** The whole store as a stream of chunks, from one point in time; restore() reads it back. */
@@ -880,7 +882,7 @@ export class MvccStore {
     }
     this.liveBytes = 0;
     this.index.forEachInBounds({ start: '', end: undefined, single: false }, (keyInIndex, history) => {
-      const latest = history.revisions[history.revisions.length - 1] as RevisionRecord;
+      const latest = history.latest;
       if (!latest.tombstone) this.liveBytes += history.key.length + (latest.value as Uint8Array).length;
       if (!latest.tombstone && latest.lease !== 0) this.attach(latest.lease, keyInIndex);
       return true;

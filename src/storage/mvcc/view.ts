@@ -56,7 +56,7 @@ export class IndexView implements ReadView {
     const history = this.index.history(indexKey);
     if (history === undefined) return undefined;
     const position = positionAt(history, atRevision);
-    return position < 0 ? undefined : history.revisions[position];
+    return position < 0 ? undefined : history.at(position);
   }
 
   forEachKey(bounds: IndexBounds, visit: (indexKey: string, key: Uint8Array) => boolean): void {
