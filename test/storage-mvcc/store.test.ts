@@ -291,11 +291,134 @@ test('a failed write stops the store for good (never retried)', async () => {
     // Whichever batch form the store uses (array or chained), its write fails.
     internals.db.batch = ((...args: unknown[]) =>
       args.length > 0 ? failure() : { put: () => undefined, del: () => undefined, write: failure, close: async () => undefined }) as never;
-    await assert.rejects(writer.apply(writer.put('a', '2')), { code: 'RAFTKV_STORAGE_FAILED' });
+    // The apply answers before its rows are written (the Raft log holds the entry); the failure stops what follows.
+    await writer.apply(writer.put('a', '2'));
+    await assert.rejects(store.flush(), { code: 'RAFTKV_STORAGE_FAILED' });
     internals.db.batch = realBatch;
     await assert.rejects(writer.apply(writer.put('a', '3')), { code: 'RAFTKV_STORAGE_FAILED' });
     await assert.rejects(store.range({ key: bytes('a') }), { code: 'RAFTKV_STORAGE_FAILED' });
     assert.equal(calls, 1, 'the failed write was not retried');
+  });
+});
+
+/** Holds the store's LevelDB batch writes (those with puts only, if asked) until released; counts each write's operations. */
+function holdWrites(store: MvccStore, holdDeleteOnlyWrites = true): { release: () => void; writes: number[]; restore: () => void } {
+  const internals = store as unknown as { db: { batch: () => { put: (...args: unknown[]) => unknown; del: (...args: unknown[]) => unknown; write: (options: unknown) => Promise<void> } } };
+  const realBatch = internals.db.batch;
+  let release = (): void => {};
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const writes: number[] = [];
+  internals.db.batch = function (this: unknown) {
+    const batch = realBatch.call(this);
+    let operations = 0;
+    let puts = 0;
+    return {
+      put: (...args: unknown[]) => (operations++, puts++, batch.put(...args)),
+      del: (...args: unknown[]) => (operations++, batch.del(...args)),
+      write: async (options: unknown) => {
+        writes.push(operations);
+        if (puts > 0 || holdDeleteOnlyWrites) await gate;
+        return batch.write(options);
+      },
+    };
+  } as never;
+  return { release, writes, restore: () => (internals.db.batch = realBatch) };
+}
+
+const settledWithin = async (promise: Promise<unknown>): Promise<boolean> => {
+  let settled = false;
+  promise.then(() => (settled = true), () => (settled = true));
+  for (let turn = 0; turn < 20; turn++) await new Promise<void>((resolve) => setImmediate(resolve));
+  return settled;
+};
+
+test('an apply answers before its rows land; reads that need rows, flush and close wait for them, in order', async () => {
+  await withStore(async (first, _directory, reopen) => {
+    let store = first;
+    const writer = new Writer(() => store);
+    await writer.apply(writer.put('a', '1'));
+    await store.flush();
+    const held = holdWrites(store);
+    try {
+      // Three applies while the first write is held: the second and third go as one write behind it.
+      await writer.apply(writer.put('a', '2'));
+      await writer.apply(writer.put('a', '3'));
+      await writer.apply(writer.put('b', '1'));
+      assert.equal(await get(store, 'a'), '3', 'a read at the current revision comes from memory');
+      assert.deepEqual(held.writes, [2], 'one write in flight (a row and the meta), the rest queued');
+      const historical = get(store, 'a', 2);
+      const flushed = store.flush();
+      assert.equal(await settledWithin(historical), false, 'a read of a superseded revision waits for its row');
+      assert.equal(await settledWithin(flushed), false, 'flush waits for the queued rows');
+      held.release();
+      assert.equal(await historical, '2');
+      await flushed;
+      assert.deepEqual(held.writes.slice(0, 2), [2, 4], 'the queued applies went as one write: two rows and two metas');
+    } finally {
+      held.release();
+      held.restore();
+    }
+    // Close drains the queue, a write in flight and one queued behind it: the reopened store holds every apply.
+    const closing = holdWrites(store);
+    await writer.apply(writer.put('c', '1'));
+    await writer.apply(writer.put('d', '1'));
+    const closed = store.close();
+    assert.equal(await settledWithin(closed), false, 'close waits for the queued rows');
+    closing.release();
+    await closed;
+    store = await reopen();
+    assert.equal(store.appliedIndex(), 7);
+    assert.equal(await get(store, 'a', 1), '1');
+    assert.equal(await get(store, 'a', 2), '2');
+    assert.equal(await get(store, 'b'), '1');
+    assert.equal(await get(store, 'c'), '1');
+    assert.equal(await get(store, 'd'), '1');
+  });
+});
+
+test('applies wait for their rows once more than pendingRowBytesMax are queued', async () => {
+  await withStore(
+    async (store) => {
+      const writer = new Writer(() => store);
+      const held = holdWrites(store);
+      try {
+        const small = writer.apply(writer.put('a', 'x'));
+        assert.equal(await settledWithin(small), true, 'an apply within the bound answers at once');
+        const big = writer.apply(writer.put('b', 'y'.repeat(200)));
+        assert.equal(await settledWithin(big), false, 'an apply past the bound waits');
+        held.release();
+        await big;
+      } finally {
+        held.release();
+        held.restore();
+      }
+      assert.equal(await get(store, 'b'), 'y'.repeat(200));
+    },
+    { pendingRowBytesMax: 100 },
+  );
+});
+
+test('compaction deletes a row only after it landed', async () => {
+  await withStore(async (first, _directory, reopen) => {
+    let store = first;
+    const writer = new Writer(() => store);
+    const held = holdWrites(store, false);
+    try {
+      // The superseded revisions and the compaction that makes them unreachable, before any row lands.
+      await writer.apply(writer.put('a', '1'), writer.put('a', '2'), writer.put('a', '3'), { type: 'compact', revision: 3 });
+      const pruned = store.compactionSettled();
+      assert.equal(await settledWithin(pruned), false, 'compaction waits for the rows it deletes');
+      held.release();
+      await pruned;
+    } finally {
+      held.release();
+      held.restore();
+    }
+    store = await reopen();
+    const internals = store as unknown as { db: { keys: (options: object) => AsyncIterable<Uint8Array> } };
+    let rows = 0;
+    for await (const key of internals.db.keys({})) if (key[0] === 0x72) rows++;
+    assert.equal(rows, 1, 'the rows of revisions 1 and 2 were deleted and stayed deleted; 3 remains');
   });
 });
 

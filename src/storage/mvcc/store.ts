@@ -79,6 +79,11 @@ export interface MvccOptions {
   readonly snapshotChunkBytes?: number;
   /** Leases that may exist at once (RAFTKV_TOO_MANY_LEASES beyond). Default 10,000. */
   readonly leasesMax?: number;
+  /**
+   * Bytes of applied rows that may wait for LevelDB before an apply waits
+   * for them (applies answer before their rows are written). Default 16 MiB.
+   */
+  readonly pendingRowBytesMax?: number;
 }
 
 export interface MvccStatus {
@@ -284,6 +289,17 @@ export class MvccStore {
   private readonly snapshotChunkBytes: number;
   private readonly committedView: IndexView;
   private readonly leasesMax: number;
+  private readonly pendingRowBytesMax: number;
+  /**
+   * Applied rows are written behind the apply: an apply publishes its batch
+   * to the index and answers, and its LevelDB write joins a queue (see
+   * queueRows). `rowsWritten` settles when every queued write has landed
+   * and never rejects (a failed write fails the store).
+   */
+  private rowsWritten: Promise<void> = Promise.resolve();
+  /** Operations waiting for the write in flight; the next write takes them all. */
+  private rowsQueued: { operations: BatchOperation[]; bytes: number } | null = null;
+  private pendingRowBytes = 0;
   /** The committed lease table. */
   private readonly leaseTable = new Map<number, LeaseRecord>();
   /** Lease id → index keys whose latest live revision is attached to it. */
@@ -300,8 +316,10 @@ export class MvccStore {
     this.compactionRowsPerStep = options.compactionRowsPerStep ?? 1_000;
     this.snapshotChunkBytes = options.snapshotChunkBytes ?? 1024 * 1024;
     this.leasesMax = options.leasesMax ?? 10_000;
+    this.pendingRowBytesMax = options.pendingRowBytesMax ?? 16 * 1024 * 1024;
     for (const [name, value] of Object.entries({
       leasesMax: this.leasesMax,
+      pendingRowBytesMax: this.pendingRowBytesMax,
       quotaBytes: this.quotaBytes,
       compactionKeysPerStep: this.compactionKeysPerStep,
       compactionRowsPerStep: this.compactionRowsPerStep,
@@ -428,8 +446,12 @@ export class MvccStore {
     const leaseOperations = [...batch.leaseChanges].map(([id, record]) =>
       record === null ? { type: 'del' as const, key: leaseKey(id) } : { type: 'put' as const, key: leaseKey(id), value: encodeLease(record) },
     );
-    await this.write([...operations, ...leaseOperations, { type: 'put', key: META_KEY, value: encodeMeta(meta) }], false);
+    // Published before its rows land: the Raft log already holds these
+    // entries durably, so a crash replays them from the applied index the
+    // last landed write recorded. Readers that need rows wait for the queue.
+    this.queueRows([...operations, ...leaseOperations, { type: 'put', key: META_KEY, value: encodeMeta(meta) }]);
     this.publish(batch, meta);
+    if (this.pendingRowBytes > this.pendingRowBytesMax) await this.rowsLanded();
     if (batch.deferred.length > 0) {
       await this.track(
         Promise.all(
@@ -553,6 +575,7 @@ export class MvccStore {
         if (pick.value === undefined && !pick.record.tombstone) wanted.push(pick.record);
         if (pick.previous !== undefined && pick.previousValue === undefined) wanted.push(pick.previous);
       }
+      if (wanted.length > 0) await this.rowsLanded();
       const values = wanted.length === 0 ? [] : await this.db.getMany(wanted.map((record) => rowKey(record.main, record.sub)));
       const fetched = new Map<RevisionRecord, Uint8Array>();
       wanted.forEach((record, position) => {
@@ -577,6 +600,7 @@ export class MvccStore {
     const events: Event[] = [];
     const previousRows: { event: number; record: RevisionRecord; key: Uint8Array; value: Uint8Array | undefined }[] = [];
     let nextRevision = last + 1;
+    await this.rowsLanded();
     for await (const [keyBytes, valueBytes] of this.db.iterator({ gte: rowKey(fromRevision, 0), lt: rowKey(last + 1, 0) })) {
       const { key, record } = decodeRow(keyBytes, valueBytes);
       const previous = events[events.length - 1];
@@ -655,6 +679,7 @@ export class MvccStore {
    */
   async flush(): Promise<void> {
     this.throwIfUnusable();
+    await this.rowsLanded();
     await this.syncCurrentLog();
     await this.write([{ type: 'put', key: SYNC_MARKER_KEY, value: SYNC_MARKER_VALUE }], true);
     await this.syncDatabaseLogs();
@@ -741,6 +766,7 @@ export class MvccStore {
   private async hashRows(revision: number, compactRevision: number): Promise<string> {
     const digest = createHash('sha256');
     const header = new DataView(new ArrayBuffer(40));
+    await this.rowsLanded();
     for await (const [keyBytes, valueBytes] of this.db.iterator({ gte: ROWS_LOW, lt: rowKey(revision + 1, 0) })) {
       const { key, record } = decodeRow(keyBytes, valueBytes);
       if (!this.isReachable(key, record, compactRevision)) continue;
@@ -775,6 +801,7 @@ export class MvccStore {
   async *snapshot(): AsyncGenerator<Uint8Array> {
     if (this.restoring !== null) await this.restoring;
     this.throwIfUnusable();
+    await this.rowsLanded();
     const iterator = this.db.iterator({ gte: ROWS_LOW, lt: LEASES_HIGH });
     const digest = createHash('sha256');
     let rows = 0;
@@ -814,6 +841,7 @@ export class MvccStore {
     try {
       await this.stopPruning();
       await Promise.allSettled([...this.readsInFlight]);
+      await this.rowsLanded();
       const generation = this.generation + 1;
       const location = join(this.directory, `db-${generation}`);
       await rm(location, { recursive: true, force: true });
@@ -855,6 +883,7 @@ export class MvccStore {
     this.closed = true;
     await this.stopPruning();
     await Promise.allSettled([...this.readsInFlight]);
+    await this.rowsWritten;
     await this.db.close();
   }
 
@@ -921,9 +950,11 @@ export class MvccStore {
         const step = this.index.prune(target, fromKey, this.compactionKeysPerStep, this.compactionRowsPerStep);
         fromKey = step.nextKey;
         if (step.dropped.length === 0) continue;
-        // Reads that started before this step may still need the rows.
+        // Reads that started before this step may still need the rows, and
+        // a row still queued must land before its delete.
         await Promise.allSettled([...this.readsInFlight]);
-        if (this.stopRequested || this.closed) return;
+        await this.rowsWritten;
+        if (this.stopRequested || this.closed || this.failure !== null) return;
         await this.write(
           step.dropped.map(({ main, sub }) => ({ type: 'del' as const, key: rowKey(main, sub) })),
           false,
@@ -940,6 +971,7 @@ export class MvccStore {
     if (needValues) {
       const missing = plan.items.filter((item) => item.value === undefined);
       if (missing.length > 0) {
+        await this.rowsLanded();
         const values = await this.db.getMany(missing.map((item) => rowKey(item.record.main, item.record.sub)));
         missing.forEach((item, position) => {
           const bytes = values[position];
@@ -966,23 +998,66 @@ export class MvccStore {
     return promise;
   }
 
+  /**
+   * Queues an apply's rows for LevelDB, in apply order: one write in
+   * flight, and the operations queued behind it go as one write when it
+   * lands (LevelDB applies a batch in order, so the last meta wins).
+   */
+  private queueRows(operations: BatchOperation[]): void {
+    let bytes = 0;
+    for (const operation of operations) bytes += operation.key.length + (operation.type === 'put' ? operation.value.length : 0);
+    this.pendingRowBytes += bytes;
+    if (this.rowsQueued !== null) {
+      for (const operation of operations) this.rowsQueued.operations.push(operation);
+      this.rowsQueued.bytes += bytes;
+      return;
+    }
+    const queued = { operations, bytes };
+    this.rowsQueued = queued;
+    this.rowsWritten = this.rowsWritten.then(async () => {
+      this.rowsQueued = null;
+      try {
+        // Not write(): close() lets the queue drain before it closes the database.
+        if (this.failure === null) await this.writeBatch(queued.operations, false);
+      } catch (error) {
+        this.fail(error); // the next apply, read or flush reports it
+      } finally {
+        this.pendingRowBytes -= queued.bytes;
+      }
+    });
+  }
+
+  /**
+   * Resolves when every row queued so far is in LevelDB; throws if a write
+   * failed. Not if the store closed meanwhile: close() lets tracked reads
+   * finish before it closes the database.
+   */
+  private async rowsLanded(): Promise<void> {
+    await this.rowsWritten;
+    if (this.failure !== null) throw this.failure;
+  }
+
   private async write(
     operations: BatchOperation[],
     sync: boolean,
   ): Promise<void> {
     this.throwIfUnusable();
     try {
-      // A chained batch: abstract-level's array batch copies and re-validates every operation object.
-      const batch = this.db.batch();
-      for (const operation of operations) {
-        if (operation.type === 'put') batch.put(operation.key, operation.value);
-        else batch.del(operation.key);
-      }
-      await batch.write({ sync });
+      await this.writeBatch(operations, sync);
     } catch (error) {
       this.fail(error);
       throw this.failure as unknown as Error;
     }
+  }
+
+  private async writeBatch(operations: readonly BatchOperation[], sync: boolean): Promise<void> {
+    // A chained batch: abstract-level's array batch copies and re-validates every operation object.
+    const batch = this.db.batch();
+    for (const operation of operations) {
+      if (operation.type === 'put') batch.put(operation.key, operation.value);
+      else batch.del(operation.key);
+    }
+    await batch.write({ sync });
   }
 
   private fail(error: unknown): void {
