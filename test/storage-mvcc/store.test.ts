@@ -332,7 +332,7 @@ const settledWithin = async (promise: Promise<unknown>): Promise<boolean> => {
   return settled;
 };
 
-test('an apply answers before its rows land; reads that need rows, flush and close wait for them, in order', async () => {
+test('an apply answers before its rows land; reads, watch catch-up, hash, snapshots, flush and close wait for them, in order', async () => {
   await withStore(async (first, _directory, reopen) => {
     let store = first;
     const writer = new Writer(() => store);
@@ -347,11 +347,25 @@ test('an apply answers before its rows land; reads that need rows, flush and clo
       assert.equal(await get(store, 'a'), '3', 'a read at the current revision comes from memory');
       assert.deepEqual(held.writes, [2], 'one write in flight (a row and the meta), the rest queued');
       const historical = get(store, 'a', 2);
+      const byKey = store.readEvents(2, 4, 100, { key: bytes('a') });
+      const byRevision = store.readEvents(2, 4, 100);
+      const hashed = store.hash();
+      const snapshot = store.snapshot();
+      const snapshotStart = snapshot.next();
       const flushed = store.flush();
       assert.equal(await settledWithin(historical), false, 'a read of a superseded revision waits for its row');
+      assert.equal(await settledWithin(byKey), false, "a watcher's catch-up by key waits for the superseded rows");
+      assert.equal(await settledWithin(byRevision), false, "a watcher's catch-up by revision waits for the rows");
+      assert.equal(await settledWithin(hashed), false, 'hash waits for the rows');
+      assert.equal(await settledWithin(snapshotStart), false, 'a snapshot starts reading only once the rows landed');
       assert.equal(await settledWithin(flushed), false, 'flush waits for the queued rows');
       held.release();
       assert.equal(await historical, '2');
+      assert.deepEqual((await byKey).events.map((event) => text(event.kv.value)), ['2', '3']);
+      assert.deepEqual((await byRevision).events.map((event) => text(event.kv.value)), ['2', '3', '1']);
+      assert.equal((await hashed).hash, (await store.hash()).hash);
+      await snapshotStart;
+      await snapshot.return(undefined);
       await flushed;
       assert.deepEqual(held.writes.slice(0, 2), [2, 4], 'the queued applies went as one write: two rows and two metas');
     } finally {
