@@ -50,8 +50,8 @@ const PACKED_FIELDS = 5;
  * index. The latest is kept as its record (it holds the value); superseded
  * ones are packed into one array of doubles, so a key costs the collector a
  * fixed handful of objects however many revisions it keeps until compaction
- * (an object per revision made the heap's major collections the tail of
- * write latency).
+ * (an object per revision grew a member's heap by one object per put; see
+ * docs/storage.md).
  */
 export class KeyHistory {
   private older: number[] = emptyDoubles();

@@ -3,10 +3,11 @@
 // per revision, keyed by revision — live in classic-level, next to one meta
 // row holding the applied Raft index, the current and the compact revision.
 // Each applied batch is one atomic write of its rows and the meta row, so a
-// restart applies every Raft entry exactly once; it is published to the
-// index only after the write, so reads never see what the disk may not
-// have. Writes are not synced (the Raft log is the durable record);
-// flush() syncs before the log is compacted behind the store.
+// restart applies every Raft entry exactly once. The write lands behind the
+// answer: a batch is queued, published to the index and answered, and
+// everything that reads rows waits for the queue first. Writes are not
+// synced (the Raft log is the durable record); flush() syncs before the log
+// is compacted behind the store.
 //
 // Compaction is logical at once (reads below the compact revision fail) and
 // physical in the background: the index is pruned a slice of keys at a
@@ -159,6 +160,10 @@ function rowOperations(written: readonly { key: Uint8Array; record: RevisionReco
     operations.push({ type: 'put', key: rowKeyView, value: row });
   }
   return operations;
+}
+
+function operationBytes(operation: BatchOperation): number {
+  return operation.key.length + (operation.type === 'put' ? operation.value.length : 0);
 }
 
 function decodeRow(rowKeyBytes: Uint8Array, bytes: Uint8Array): Row {
@@ -406,7 +411,7 @@ export class MvccStore {
 
   /**
    * Applies committed requests in order, with the applied index, as one
-   * atomic write. Items at or below the applied index were applied before
+   * atomic write that lands behind the answer (see queueRows). Items at or below the applied index were applied before
    * (a restart, or a snapshot that got ahead of the log) and are skipped:
    * their response is undefined.
    */
@@ -666,8 +671,8 @@ export class MvccStore {
   }
 
   /**
-   * Makes every apply that has finished durable: a synced LevelDB write
-   * syncs the writes before it. It writes a marker row outside the store's
+   * Makes every apply published so far durable: it waits for their queued
+   * rows, and a synced LevelDB write syncs the writes before it. It writes a marker row outside the store's
    * ranges, not the meta, so an apply may run meanwhile: two writes in
    * flight may land in either order, and the meta must never go back.
    *
@@ -1005,7 +1010,7 @@ export class MvccStore {
    */
   private queueRows(operations: BatchOperation[]): void {
     let bytes = 0;
-    for (const operation of operations) bytes += operation.key.length + (operation.type === 'put' ? operation.value.length : 0);
+    for (const operation of operations) bytes += operationBytes(operation);
     this.pendingRowBytes += bytes;
     if (this.rowsQueued !== null) {
       for (const operation of operations) this.rowsQueued.operations.push(operation);
