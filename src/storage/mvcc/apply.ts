@@ -111,8 +111,7 @@ function addToLayer(layer: Layer, indexKeyOfKey: string, key: Uint8Array, record
 function latestInBatch(index: KeyIndex, batch: BatchState, indexKeyOfKey: string): RevisionRecord | undefined {
   const entry = batch.layer.get(indexKeyOfKey);
   if (entry !== undefined) return entry.records[entry.records.length - 1];
-  const history = index.history(indexKeyOfKey);
-  return history?.latest;
+  return index.history(indexKeyOfKey)?.latest;
 }
 
 /** One request's changes: a layer over the batch, and the events it produced. */

@@ -146,11 +146,11 @@ function writeRow(out: Uint8Array, offset: number, key: Uint8Array, record: Revi
  * each cost more to allocate, and then to free after the scavenge, than
  * writing the bytes.
  */
-function rowOperations(written: readonly { key: Uint8Array; record: RevisionRecord }[]): { type: 'put'; key: Uint8Array; value: Uint8Array }[] {
+function rowOperations(written: readonly { key: Uint8Array; record: RevisionRecord }[]): BatchOperation[] {
   let total = 0;
   for (const { key, record } of written) total += ROW_KEY_BYTES + rowBytes(key, record);
   const arena = new Uint8Array(total);
-  const operations: { type: 'put'; key: Uint8Array; value: Uint8Array }[] = [];
+  const operations: BatchOperation[] = [];
   let offset = 0;
   for (const { key, record } of written) {
     const rowKeyView = writeRowKey(arena, offset, record.main, record.sub);
@@ -448,13 +448,14 @@ export class MvccStore {
     if (appliedIndex === this.meta.appliedIndex) return responses;
     const meta: Meta = { appliedIndex, currentRevision: batch.revision, compactRevision: batch.compactRevision };
     const operations = rowOperations(batch.written);
-    const leaseOperations = [...batch.leaseChanges].map(([id, record]) =>
-      record === null ? { type: 'del' as const, key: leaseKey(id) } : { type: 'put' as const, key: leaseKey(id), value: encodeLease(record) },
-    );
+    for (const [id, record] of batch.leaseChanges) {
+      operations.push(record === null ? { type: 'del', key: leaseKey(id) } : { type: 'put', key: leaseKey(id), value: encodeLease(record) });
+    }
+    operations.push({ type: 'put', key: META_KEY, value: encodeMeta(meta) });
     // Published before its rows land: the Raft log already holds these
     // entries durably, so a crash replays them from the applied index the
     // last landed write recorded. Readers that need rows wait for the queue.
-    this.queueRows([...operations, ...leaseOperations, { type: 'put', key: META_KEY, value: encodeMeta(meta) }]);
+    this.queueRows(operations);
     this.publish(batch, meta);
     if (this.pendingRowBytes > this.pendingRowBytesMax) await this.rowsLanded();
     if (batch.deferred.length > 0) {
