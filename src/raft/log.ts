@@ -30,7 +30,9 @@ export class RaftLog {
     this.unstableOffset = last + 1;
     this.handedThrough = last;
     const first = storage.firstIndex();
-    this.committed = Math.max(committed, first - 1);
+    // A snapshot holds only committed state, and the host may have taken it before the Ready that
+    // records the commit index became durable (entries are applied while that write is in flight).
+    this.committed = Math.max(committed, first - 1, storage.snapshot().index);
     this.applied = Math.min(Math.max(applied, first - 1), this.committed);
     assert(this.committed <= last, () => `committed ${this.committed} beyond last index ${last}`);
   }

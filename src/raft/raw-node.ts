@@ -10,7 +10,7 @@ import { makeMessage, Raft } from './raft.ts';
 import type { ProposeResult, RaftConfig } from './raft.ts';
 import type { RaftLogReader } from './storage.ts';
 import { ConfChangeTransition, EntryType, MessageType, Role } from './types.ts';
-import type { ConfChange, ConfState, Entry, HardState, Message, NodeId, Ready, SoftState } from './types.ts';
+import type { ConfChange, ConfState, Entry, HardState, Message, NodeId, Ready, ReadState, SoftState } from './types.ts';
 import { ProgressState } from './progress.ts';
 
 export type { ProposeResult, RaftConfig } from './raft.ts';
@@ -43,7 +43,8 @@ export interface RaftStatus {
 interface Outstanding {
   readonly lastEntry: { readonly index: number; readonly term: number } | null;
   readonly snapshotIndex: number;
-  readonly appliedThrough: number;
+  /** Committed entries handed to the host through this index (by ready() or, later, takeCommittedEntries()). */
+  appliedThrough: number;
 }
 
 const stateNames = ['probe', 'replicate', 'snapshot'] as const;
@@ -131,6 +132,41 @@ export class RawNode {
     const messages = raft.messagesBeforePersist;
     raft.messagesBeforePersist = [];
     return messages;
+  }
+
+  /**
+   * Committed entries the host may apply while the outstanding Ready's write
+   * is in flight: those committed since that Ready was handed out (an
+   * acknowledgement from a follower, say) that are already durable in the
+   * local log, i.e. not among the entries being written. Handed out once, in
+   * order after the Ready's own committedEntries, and counted as applied at
+   * advance(); empty without an outstanding Ready or while a snapshot is
+   * being installed. A commit then waits for no unrelated fsync, as with
+   * etcd-raft's asynchronous storage writes.
+   */
+  takeCommittedEntries(): Entry[] {
+    const outstanding = this.outstanding;
+    if (outstanding === null || outstanding.snapshotIndex > 0) return [];
+    const log = this.raft.log;
+    if (log.unstableSnapshot !== null) return [];
+    // Below unstableOffset the log is durable (and committed entries are never replaced).
+    const durableCommitted = Math.min(log.committed, log.unstableOffset - 1);
+    const lo = Math.max(outstanding.appliedThrough + 1, log.firstIndex());
+    if (lo > durableCommitted) return [];
+    const entries = log.slice(lo, durableCommitted + 1, this.raft.committedBytesMaxPerReady);
+    if (entries.length > 0) outstanding.appliedThrough = entries[entries.length - 1]!.index;
+    return entries;
+  }
+
+  /**
+   * Read states confirmed since the last Ready, taken now rather than in the
+   * next one (they depend on nothing the host persists).
+   */
+  takeReadStates(): ReadState[] {
+    const states = this.raft.readStates;
+    if (states.length === 0) return [];
+    this.raft.readStates = [];
+    return states;
   }
 
   hasReady(): boolean {

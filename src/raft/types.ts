@@ -173,6 +173,10 @@ export interface SoftState {
  *     `readStates` once applied through their index.
  *  5. Call advance(). No second ready() before that; step/tick/propose may be
  *     called in between (e.g. while the write of step 2 is in flight).
+ * While the write of step 2 is in flight, RawNode.takeCommittedEntries()
+ * hands out entries committed meanwhile that are already durable locally
+ * (apply them after this Ready's committedEntries), and
+ * RawNode.takeReadStates() the read states confirmed meanwhile.
  */
 export interface Ready {
   /** Present only if it changed since the previous Ready. */

@@ -353,8 +353,10 @@ export class ReplicatedNode<Request, Response> {
       if (this.stopped !== null) return;
       if (this.loopRunning !== null) {
         // A Ready is being persisted: what may leave before persisting goes now, not after that write
-        // (a forwarded proposal, the leader's appends of new entries, the commit index to followers).
+        // (a forwarded proposal, the leader's appends of new entries, the commit index to followers),
+        // and what committed meanwhile and is already durable here is applied now.
         this.send(this.raw.takeMessagesBeforePersist());
+        this.applyWhilePersisting();
         return;
       }
       this.loopRunning = this.runLoop().finally(() => {
@@ -370,6 +372,11 @@ export class ReplicatedNode<Request, Response> {
         if (this.stopped !== null || !this.raw.hasReady()) break;
         const ready = this.raw.ready();
         await this.handleReady(ready);
+        if (this.stopped !== null) break;
+        // Entries taken while the write was in flight count as applied at advance(): a membership
+        // change among them must be applied first (etcd #12133), and the queue stays bounded.
+        if (this.takenConfChange || this.applyQueue.length > this.applyQueueEntriesMax) await this.drainApply();
+        this.takenConfChange = false;
         if (this.stopped !== null) break;
         this.raw.advance();
       }
@@ -409,6 +416,25 @@ export class ReplicatedNode<Request, Response> {
     } catch (error) {
       this.fail(error instanceof Error ? error : new Error(String(error)));
     }
+  }
+
+  /** Set when entries taken while a write was in flight hold a membership change. */
+  private takenConfChange = false;
+
+  /**
+   * While a Ready's write is in flight: applies what committed since and is
+   * already durable in the local log, and confirms read states, rather than
+   * leaving them for the next Ready (behind that write's fsync).
+   */
+  private applyWhilePersisting(): void {
+    const committed = this.raw.takeCommittedEntries();
+    if (committed.length > 0) {
+      this.enqueueApply(committed);
+      if (committed.some((entry) => entry.type === EntryType.ConfChange)) this.takenConfChange = true;
+    }
+    const states = this.raw.takeReadStates();
+    for (const state of states) this.reads.confirm(state.context, state.index);
+    if (states.length > 0) this.reads.release(this.appliedIndex);
   }
 
   private async drainApply(): Promise<void> {

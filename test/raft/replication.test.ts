@@ -1,7 +1,7 @@
 // Raft §5.3 (log replication) and §5.4 (safety), proposals and flow control, as scenarios.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MessageType, Role } from '../../src/raft/types.ts';
+import { EntryType, MessageType, Role } from '../../src/raft/types.ts';
 import { bytes, TestNetwork } from './network.ts';
 
 test('§5.3: a leader replicates and commits a proposal on every node', () => {
@@ -197,4 +197,90 @@ test('while a Ready is being persisted, appends of new entries may leave at once
   net.settle();
   net.tickAll();
   for (const id of [1, 2, 3]) assert.deepEqual(net.appliedData(id).slice(-2), ['a', 'b'], `node ${id} applied a then b`);
+});
+
+test('while a Ready is being persisted, entries committed meanwhile are handed out at once if durable here, once, in order', () => {
+  const net = new TestNetwork([1, 2, 3]);
+  net.elect(1);
+  const leader = net.get(1);
+  net.paused.add(1); // this test drives the leader's host by hand
+  assert.deepEqual(leader.node.takeCommittedEntries(), [], 'nothing without an outstanding Ready');
+  // "a" is written by the leader; the followers' acknowledgements are held back.
+  net.hold = true;
+  assert.ok(leader.node.propose(bytes('a')).ok);
+  const first = leader.node.ready();
+  const indexA = first.entries[0]!.index;
+  for (const message of first.messagesBeforePersist) net.deliver(message);
+  leader.storage.saveSync({ snapshot: null, entries: first.entries, hardState: first.hardState, sync: first.mustSync });
+  for (const message of first.messages) net.deliver(message);
+  leader.node.advance();
+  // The write of "b" is in flight when the acknowledgements of "a" (and of "b") arrive.
+  assert.ok(leader.node.propose(bytes('b')).ok);
+  const second = leader.node.ready();
+  assert.equal(second.entries[0]!.index, indexA + 1);
+  assert.deepEqual(second.committedEntries, []);
+  for (const message of second.messagesBeforePersist) net.deliver(message);
+  assert.deepEqual(leader.node.takeCommittedEntries(), [], 'nothing is committed yet');
+  net.hold = false;
+  const held = net.held;
+  net.held = [];
+  for (const message of held) net.deliver(message);
+  net.settle(); // the followers persist and acknowledge both entries; the leader's Ready stays outstanding
+  assert.ok(leader.node.status().commit >= indexA + 1, 'both entries are committed by the followers');
+  const taken = leader.node.takeCommittedEntries();
+  assert.deepEqual(
+    taken.map((entry) => entry.index),
+    [indexA],
+    'only "a" is handed out: "b" is not yet durable in the leader\'s own log',
+  );
+  assert.deepEqual(leader.node.takeCommittedEntries(), [], 'handed out once');
+  leader.storage.saveSync({ snapshot: null, entries: second.entries, hardState: second.hardState, sync: second.mustSync });
+  leader.node.advance();
+  assert.equal(leader.node.status().applied, indexA, 'advance() counts the entries taken as applied');
+  const third = leader.node.ready();
+  assert.deepEqual(
+    third.committedEntries.map((entry) => entry.index),
+    [indexA + 1],
+    'the next Ready hands out "b", not "a" again',
+  );
+  leader.node.advance();
+});
+
+test('read states confirmed while a Ready is being persisted are taken at once, and only once', () => {
+  const net = new TestNetwork([1, 2, 3]);
+  net.elect(1);
+  const leader = net.get(1);
+  net.paused.add(1);
+  assert.ok(leader.node.propose(bytes('a')).ok);
+  const ready = leader.node.ready();
+  for (const message of ready.messagesBeforePersist) net.deliver(message);
+  assert.ok(leader.node.readIndex(bytes('r1')).ok);
+  for (const message of leader.node.takeMessagesBeforePersist()) net.deliver(message); // the heartbeats asking
+  net.settle(); // the followers answer
+  const states = leader.node.takeReadStates();
+  assert.deepEqual(
+    states.map((state) => new TextDecoder().decode(state.context)),
+    ['r1'],
+  );
+  assert.deepEqual(leader.node.takeReadStates(), []);
+  leader.storage.saveSync({ snapshot: null, entries: ready.entries, hardState: ready.hardState, sync: ready.mustSync });
+  leader.node.advance();
+  net.paused.delete(1);
+  net.settle();
+  assert.deepEqual(leader.readStates, [], 'not handed out again in a Ready');
+});
+
+test('a restart whose snapshot is ahead of its durable commit index counts the snapshot as committed and applied', () => {
+  // The host applied entries committed while the Ready recording the commit was in flight, snapshotted
+  // them, and crashed before that write: the snapshot is at 4, the durable commit index at 2.
+  const net = new TestNetwork([1, 2, 3]);
+  const storage = net.get(1).storage;
+  const entries = [2, 3, 4, 5].map((index) => ({ index, term: 2, type: EntryType.Normal, data: bytes(`e${index}`) }));
+  storage.saveSync({ snapshot: null, entries, hardState: { term: 2, vote: 1, commit: 2 }, sync: true });
+  storage.createSnapshotSync({ index: 4, term: 2, confState: storage.snapshot().confState });
+  storage.compactSync(3); // entry 4 stays for followers catching up
+  net.restart(1);
+  const status = net.get(1).node.status();
+  assert.equal(status.commit, 4);
+  assert.equal(status.applied, 4);
 });

@@ -123,7 +123,7 @@ interface Member {
   readonly machine: RecordingMachine;
 }
 
-async function start(ids: number[], network: MemoryNetwork, seed: number): Promise<Map<number, Member>> {
+async function start(ids: number[], network: MemoryNetwork, seed: number, electionTimeoutTicks = 10): Promise<Map<number, Member>> {
   const members = new Map<number, Member>();
   for (const id of ids) {
     const log = new GatedLog();
@@ -135,6 +135,7 @@ async function start(ids: number[], network: MemoryNetwork, seed: number): Promi
       transport: network.endpoint(id),
       initialMembers: ids,
       tickMs: 10,
+      electionTimeoutTicks,
       requestTimeoutMs: 5_000,
       random: createRandom(seed * 10 + id),
     });
@@ -169,6 +170,37 @@ test('a committed entry already in the durable log is applied while the next sav
   } finally {
     only.log.release();
     await only.node.close();
+  }
+});
+
+test("a commit the leader learns while its next save is in flight is applied before that save completes", async () => {
+  // Elections slow enough that followers whose saves are held (and who therefore answer no heartbeat) keep the leader.
+  const members = await start([1, 2, 3], new MemoryNetwork({ seed: 4 }), 4, 200);
+  try {
+    const leader = await leaderOf(members);
+    const followers = [...members.values()].filter((member) => member !== leader);
+    await leader.node.propose('warm');
+    // The followers' saves of new entries are held, so "a" is durable on the leader alone: not committed.
+    for (const follower of followers) follower.log.hold((update) => update.entries.length > 0);
+    const a = leader.node.propose('a');
+    await until(() => followers.every((follower) => follower.log.pending.length > 0), "both followers saving a's entry");
+    const indexA = followers[0]!.log.pending[0]!.entries[0]!.index;
+    await until(() => leader.log.lastIndex() >= indexA && leader.log.pending.length === 0, "the leader's save of a");
+    // The leader's next save (of "b") is held; then the followers' saves complete and their acknowledgements commit a.
+    leader.log.hold();
+    const b = leader.node.propose('b');
+    await until(() => leader.log.pending.some((update) => update.entries.length > 0), "the leader's save of b");
+    for (const follower of followers) follower.log.release();
+    const answer = await Promise.race([a, sleep(2_000).then(() => 'not applied')]);
+    assert.equal(answer, indexA, 'a was applied while the leader was still writing b');
+    assert.ok(leader.log.pending.some((update) => update.entries.length > 0), "the leader's save of b is still held");
+    assert.ok(!leader.machine.applied.includes(indexA + 1), 'b is not applied before the leader holds it durably');
+    leader.log.release();
+    assert.equal(await b, indexA + 1);
+    for (const member of members.values()) assert.deepEqual(member.machine.violations, []);
+  } finally {
+    for (const member of members.values()) member.log.release();
+    await Promise.all([...members.values()].map((member) => member.node.close()));
   }
 });
 

@@ -29,7 +29,7 @@ test(`simulator: ${seeds.length} seeds x ${steps} steps keep Raft's invariants (
 
 test('simulator: membership changes really happen (learners added and promoted, voters removed, joint configurations)', () => {
   // Guard against a driver that silently stops changing anything: the first 100 seeds must exercise it.
-  const totals = { confChangesApplied: 0, joined: 0, stopped: 0 };
+  const totals = { confChangesApplied: 0, joined: 0, stopped: 0, appliedWhileWriting: 0 };
   const kinds = new Set<string>();
   for (let seed = 1; seed <= 100; seed++) {
     const trace = traceOf({ seed, nodes: seed % 2 === 0 ? 5 : 3, steps: 2_000 });
@@ -41,11 +41,14 @@ test('simulator: membership changes really happen (learners added and promoted, 
     totals.confChangesApplied += (trace.match(/applied conf change/g) ?? []).length;
     totals.joined += (trace.match(/STARTS \(joining/g) ?? []).length;
     totals.stopped += (trace.match(/stopped for good|stays down for good/g) ?? []).length;
+    totals.appliedWhileWriting += (trace.match(/while its write is in flight/g) ?? []).length;
   }
   for (const kind of ['add-voter', 'remove', 'add-learner', 'leave joint', 'joint']) assert.ok(kinds.has(kind), `no ${kind} change applied in 100 seeds`);
   assert.ok(totals.joined >= 50, `${totals.joined} nodes joined`);
   assert.ok(totals.stopped >= 30, `${totals.stopped} removed nodes stopped`);
   assert.ok(totals.confChangesApplied >= 300, `${totals.confChangesApplied} conf change applications`);
+  // And commits learned while a write is in flight are applied in that window (RawNode.takeCommittedEntries).
+  assert.ok(totals.appliedWhileWriting >= 100, `${totals.appliedWhileWriting} applications while a write was in flight`);
 });
 
 test('simulator: one seed is one exact run', () => {

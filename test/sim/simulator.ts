@@ -529,8 +529,14 @@ export class Simulation {
     if (simNode.inFlight !== null) {
       // As the real node does while a write is in flight: what may leave before persisting (appends of new
       // entries, heartbeats, forwarded proposals, the commit index) goes at once, not after the write.
+      // What committed meanwhile and is durable here is applied at once, and read states are confirmed.
       if (!this.quiet && this.random(3) === 0) {
         this.send(simNode, simNode.node.takeMessagesBeforePersist());
+        const committed = simNode.node.takeCommittedEntries();
+        if (committed.length > 0) this.trace(`node ${simNode.id} applies ${committed[0]!.index}..${committed[committed.length - 1]!.index} while its write is in flight`);
+        for (const entry of committed) this.apply(simNode, entry);
+        for (const state of simNode.node.takeReadStates()) this.onReadState(simNode, text.decode(state.context), state.index);
+        if (simNode.pendingReads.size > 0) this.serveReads(simNode);
         return;
       }
       this.finishReady(simNode, simNode.inFlight);
@@ -542,6 +548,11 @@ export class Simulation {
     this.send(simNode, ready.messagesBeforePersist);
     this.checkEntries(simNode, ready);
     simNode.inFlight = ready;
+    // As the real node does: committed entries already durable in the local log are applied before the write.
+    if (ready.snapshot === null) {
+      const durable = Math.min(simNode.storage.lastIndex(), ready.entries.length > 0 ? ready.entries[0]!.index - 1 : Number.POSITIVE_INFINITY);
+      for (const entry of ready.committedEntries) if (entry.index <= durable) this.apply(simNode, entry);
+    }
     // Often the write completes at once; otherwise a later step finishes it.
     if (this.quiet || this.random(3) !== 0) this.finishReady(simNode, ready);
   }
@@ -563,7 +574,7 @@ export class Simulation {
     }
     this.send(simNode, ready.messages);
     if (ready.snapshot !== null) this.installSnapshot(simNode, ready.snapshot.index, ready.snapshot.confState);
-    for (const entry of ready.committedEntries) this.apply(simNode, entry);
+    for (const entry of ready.committedEntries) if (entry.index > simNode.appliedIndex) this.apply(simNode, entry);
     for (const state of ready.readStates) this.onReadState(simNode, text.decode(state.context), state.index);
     if (simNode.pendingReads.size > 0) this.serveReads(simNode);
     simNode.node.advance();
@@ -626,6 +637,11 @@ export class Simulation {
   /** State machine safety: every node applies the same entry at each index. */
   private apply(simNode: SimNode, entry: Entry): void {
     if (entry.index !== simNode.appliedIndex + 1) this.fail(`node ${simNode.id} applies ${entry.index} after ${simNode.appliedIndex}`);
+    // Never apply what the local log does not hold durably: a crash would leave the state machine ahead of the log.
+    const storage = simNode.storage;
+    if (entry.index > storage.lastIndex() || entry.index < storage.firstIndex() || storage.term(entry.index) !== entry.term) {
+      this.fail(`node ${simNode.id} applies ${entry.index}@${entry.term}, which its durable log (${storage.firstIndex()}..${storage.lastIndex()}) does not hold`);
+    }
     const key = entryKey(entry);
     const committed = this.committed.get(entry.index);
     if (committed === undefined) {
