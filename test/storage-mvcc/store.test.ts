@@ -412,6 +412,41 @@ test('applies wait for their rows once more than pendingRowBytesMax are queued',
   );
 });
 
+test('a restore waits for the queued rows, which never land in the restored database', async () => {
+  await withStore(async (source) => {
+    const writer = new Writer(() => source);
+    for (let i = 0; i < 50; i++) await writer.apply(writer.put(`key/${i % 10}`, `value ${i}`));
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of source.snapshot()) chunks.push(chunk);
+    await withStore(async (first, _directory, reopen) => {
+      let target = first;
+      const targetWriter = new Writer(() => target);
+      await targetWriter.apply(targetWriter.put('old', '1'));
+      const held = holdWrites(target);
+      try {
+        await targetWriter.apply(targetWriter.put('in-flight', '1')); // its write is held
+        await targetWriter.apply(targetWriter.put('queued', '1')); // queued behind it
+        const restored = target.restore(toStream(chunks));
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        assert.equal(await settledWithin(restored), false, 'restore waits for the queued rows');
+        held.release();
+        await restored;
+      } finally {
+        held.release();
+        held.restore();
+      }
+      for (const key of ['old', 'in-flight', 'queued']) assert.equal(await get(target, key), undefined, `${key} is not in the restored store`);
+      assert.equal(target.appliedIndex(), source.appliedIndex());
+      assert.equal((await target.hash()).hash, (await source.hash()).hash);
+      await target.close();
+      target = await reopen();
+      assert.equal(await get(target, 'queued'), undefined, 'nor in what was written to disk');
+      assert.equal(target.appliedIndex(), source.appliedIndex());
+      assert.equal(target.currentRevision, source.currentRevision);
+    });
+  });
+});
+
 test('compaction deletes a row only after it landed', async () => {
   await withStore(async (first, _directory, reopen) => {
     let store = first;
