@@ -373,6 +373,11 @@ export class RaftKV {
     if (options.logEngine !== undefined && options.logEngine !== 'wal' && options.logEngine !== 'classic') {
       throw new InvalidArgumentError(`logEngine must be 'wal' or 'classic', got ${String(options.logEngine)}`);
     }
+    // A data directory, or one of its parts, that exists as something else is refused up front
+    // (rather than with whatever error the file system gives the first engine to open it).
+    for (const path of [options.dataDir, ...DATA_PARTS.map((part) => join(options.dataDir, part))]) {
+      if ((await kindOf(path)) === 'other') throw new InvalidArgumentError(`${path} exists and is not a directory`);
+    }
     await mkdir(options.dataDir, { recursive: true });
     // The store first: its LevelDB lock keeps a second process (or instance) off this directory,
     // and the log's recovery writes (a new segment, a cut torn tail) must not race another writer.
@@ -749,18 +754,20 @@ class WatchedStore implements StateMachinePort<WriteRequest, WriteResponse> {
 
 /** The data directory's Raft log: the engine it already has, else the one asked for (default 'wal'). */
 async function openLog(dataDir: string, engine: 'wal' | 'classic' | undefined): Promise<LogStorage> {
-  const [hasClassic, hasWal] = await Promise.all([exists(join(dataDir, 'log')), exists(join(dataDir, 'wal'))]);
+  const [hasClassic, hasWal] = (await Promise.all([kindOf(join(dataDir, 'log')), kindOf(join(dataDir, 'wal'))])).map((kind) => kind !== 'missing');
   if (hasClassic && hasWal) throw new InvalidArgumentError(`${dataDir} holds both a 'log' and a 'wal' directory; remove the one that is not in use`);
   const classic = hasClassic || (!hasWal && engine === 'classic');
   return classic ? ClassicLogStorage.open(join(dataDir, 'log')) : WalLogStorage.open(join(dataDir, 'wal'));
 }
 
-async function exists(path: string): Promise<boolean> {
+/** What a member keeps in its data directory: the store, either log engine's directory, staged snapshots. */
+const DATA_PARTS = ['kv', 'log', 'wal', 'snap'] as const;
+
+async function kindOf(path: string): Promise<'missing' | 'directory' | 'other'> {
   try {
-    await stat(path);
-    return true;
+    return (await stat(path)).isDirectory() ? 'directory' : 'other';
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
     throw error;
   }
 }

@@ -2,7 +2,7 @@
 // request, and a data directory keeps the engine it was created with.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readdir } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createCluster, RaftKV } from '../../src/index.ts';
 
@@ -34,7 +34,7 @@ for (const engine of [undefined, 'classic'] as const) {
   });
 }
 
-test('logEngine is validated, and a directory holding both logs is refused', async () => {
+test('logEngine is validated; a directory holding both logs, or with a file where a directory belongs, is refused', async () => {
   const cluster = await createCluster({ seed: 32 });
   try {
     const dataDir = join(cluster.dataDir, 'extra');
@@ -48,6 +48,21 @@ test('logEngine is validated, and a directory holding both logs is refused', asy
     });
     // The refusal closed the store it had opened: a second try gets the same answer, not LevelDB's lock error.
     await assert.rejects(RaftKV.open({ id: 9, dataDir, transport }), { code: 'RAFTKV_INVALID_ARGUMENT' });
+    // A data directory, or a part of one, that is a file is refused with a typed error, and nothing is created.
+    for (const part of ['', 'kv', 'wal', 'log', 'snap']) {
+      const other = join(cluster.dataDir, `file-${part || 'root'}`);
+      if (part === '') await writeFile(other, 'not a directory');
+      else {
+        await mkdir(other, { recursive: true });
+        await writeFile(join(other, part), 'not a directory');
+      }
+      const before = part === '' ? [] : await readdir(other);
+      await assert.rejects(RaftKV.open({ id: 9, dataDir: other, transport }), (error: unknown) => {
+        const e = error as { code?: string; message?: string };
+        return e.code === 'RAFTKV_INVALID_ARGUMENT' && /is not a directory/.test(e.message ?? '');
+      }, `dataDir with ${part || 'itself'} a file`);
+      if (part !== '') assert.deepEqual(await readdir(other), before, 'nothing was created');
+    }
   } finally {
     await cluster.close();
   }
