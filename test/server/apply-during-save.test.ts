@@ -11,6 +11,7 @@ import type { StateMachinePort } from '../../src/server/ports.ts';
 import { MemoryNetwork } from '../../src/transport/memory.ts';
 import { MemoryLogStorage } from '../../src/storage/log/memory.ts';
 import type { LogStorage, LogUpdate } from '../../src/storage/log/types.ts';
+import { ConfChangeTransition, ConfChangeType, EntryType } from '../../src/raft/types.ts';
 import type { ConfState, Entry, SnapshotMetadata } from '../../src/raft/types.ts';
 import type { InitialState } from '../../src/raft/storage.ts';
 import { createRandom } from '../../src/raft/random.ts';
@@ -123,11 +124,17 @@ interface Member {
   readonly machine: RecordingMachine;
 }
 
-async function start(ids: number[], network: MemoryNetwork, seed: number, electionTimeoutTicks = 10): Promise<Map<number, Member>> {
+async function start(
+  ids: number[],
+  network: MemoryNetwork,
+  seed: number,
+  electionTimeoutTicks = 10,
+  makeMachine: (log: GatedLog) => RecordingMachine = (log) => new RecordingMachine(log),
+): Promise<Map<number, Member>> {
   const members = new Map<number, Member>();
   for (const id of ids) {
     const log = new GatedLog();
-    const machine = new RecordingMachine(log);
+    const machine = makeMachine(log);
     const node = await ReplicatedNode.start<string, number>({
       id,
       log,
@@ -199,6 +206,69 @@ test("a commit the leader learns while its next save is in flight is applied bef
     assert.equal(await b, indexA + 1);
     for (const member of members.values()) assert.deepEqual(member.machine.violations, []);
   } finally {
+    for (const member of members.values()) member.log.release();
+    await Promise.all([...members.values()].map((member) => member.node.close()));
+  }
+});
+
+/** A machine whose applies can wait at a gate. */
+class ApplyGatedMachine extends RecordingMachine {
+  private gate: Promise<void> | null = null;
+  private open: (() => void) | null = null;
+  /** Applies that reached the gate. */
+  waiting = 0;
+  hold(): void {
+    this.gate = new Promise((resolve) => (this.open = resolve));
+  }
+  release(): void {
+    this.open?.();
+    this.gate = null;
+  }
+  override async applyBatch(items: readonly { readonly index: number; readonly request: string | undefined }[]): Promise<(number | undefined)[]> {
+    if (this.gate !== null) {
+      this.waiting += 1;
+      await this.gate;
+    }
+    return super.applyBatch(items);
+  }
+}
+
+test('a membership change applied while a write is in flight is applied before the core counts it applied', async () => {
+  const members = await start([1, 2, 3], new MemoryNetwork({ seed: 5 }), 5, 200, (log) => new ApplyGatedMachine(log));
+  const leader = await leaderOf(members);
+  const machine = leader.machine as ApplyGatedMachine;
+  const coreApplied = (): number => (leader.node as unknown as { raw: { status(): { applied: number } } }).raw.status().applied;
+  try {
+    const followers = [...members.values()].filter((member) => member !== leader);
+    await leader.node.propose('warm');
+    // As in the test above: the change is durable on the leader alone, then its next save is held
+    // and the followers' acknowledgements commit the change meanwhile.
+    for (const follower of followers) follower.log.hold((update) => update.entries.length > 0);
+    const changed = leader.node.changeMembership({
+      transition: ConfChangeTransition.Auto,
+      changes: [{ type: ConfChangeType.AddLearner, nodeId: 4 }],
+      context: new Uint8Array(0),
+    });
+    await until(() => followers.every((follower) => follower.log.pending.length > 0), 'both followers saving the change');
+    const indexC = followers[0]!.log.pending[0]!.entries.find((entry) => entry.type === EntryType.ConfChange)!.index;
+    await until(() => leader.log.lastIndex() >= indexC && leader.log.pending.length === 0, "the leader's save of the change");
+    leader.log.hold();
+    const b = leader.node.propose('b');
+    await until(() => leader.log.pending.some((update) => update.entries.length > 0), "the leader's save of b");
+    machine.hold();
+    for (const follower of followers) follower.log.release();
+    await until(() => machine.waiting > 0, 'the change taken and its apply waiting at the gate');
+    // The leader's write completes while the change's apply still waits: the core must not count it applied.
+    leader.log.release();
+    await sleep(100);
+    assert.ok(coreApplied() < indexC, `the core counted ${coreApplied()} applied before the change at ${indexC} was applied`);
+    machine.release();
+    const confState = await changed;
+    assert.deepEqual(confState.learners, [4]);
+    assert.equal(await b, indexC + 1);
+    assert.ok(coreApplied() >= indexC);
+  } finally {
+    machine.release();
     for (const member of members.values()) member.log.release();
     await Promise.all([...members.values()].map((member) => member.node.close()));
   }
