@@ -726,7 +726,7 @@ class WatchedStore implements StateMachinePort<WriteRequest, WriteResponse> {
     items: readonly { readonly index: number; readonly request: WriteRequest | undefined }[],
   ): Promise<readonly (WriteResponse | undefined)[]> {
     const responses = await this.store.applyBatch(items);
-    // Always every event, watchers or not: the hub keeps the recent ones for watchers that start in the past.
+    // Every event: while watchers exist, the hub also keeps the recent ones for watchers that start in the past.
     const events: Event[] = [];
     for (const response of responses) if (response !== undefined) for (const event of response.events) events.push(event);
     this.hub.dispatch(events, this.store.currentRevision);

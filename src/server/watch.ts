@@ -266,9 +266,21 @@ export class WatchHub {
   dispatch(events: readonly Event[], revision: number): void {
     const firstRevision = this.revision + 1;
     this.revision = revision;
+    if (this.all.size === 0) {
+      // No watcher: nothing to deliver, and nothing kept. A watcher that starts in the past reads the
+      // store's history instead; kept here, every event would outlive the young generation's
+      // collections (16 MiB of them) only to die in the old one.
+      if (this.recent.length > 0) {
+        this.recent = [];
+        this.recentHead = 0;
+        this.recentBytes = 0;
+      }
+      this.recentStart = revision + 1;
+      return;
+    }
     const changes = events.map((event): Change => ({ event, key: indexKey(event.kv.key), forms: null }));
     this.remember(changes);
-    if (this.all.size === 0 || events.length === 0) return;
+    if (events.length === 0) return;
     const delivery = new Map<Watch, Event[]>();
     // Each event is put in its public form once, however many watchers receive it.
     let current = changes[0] as Change;
