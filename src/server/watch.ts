@@ -270,12 +270,7 @@ export class WatchHub {
       // No watcher: nothing to deliver, and nothing kept. A watcher that starts in the past reads the
       // store's history instead; kept here, every event would outlive the young generation's
       // collections (16 MiB of them) only to die in the old one.
-      if (this.recent.length > 0) {
-        this.recent = [];
-        this.recentHead = 0;
-        this.recentBytes = 0;
-      }
-      this.recentStart = revision + 1;
+      this.restartRecent(revision);
       return;
     }
     const changes = events.map((event): Change => ({ event, key: indexKey(event.kv.key), forms: null }));
@@ -324,10 +319,7 @@ export class WatchHub {
     const previous = this.revision;
     this.revision = revision;
     // The events in between were never dispatched: the recent window restarts here.
-    this.recent = [];
-    this.recentHead = 0;
-    this.recentBytes = 0;
-    this.recentStart = revision + 1;
+    this.restartRecent(revision);
     for (const watch of this.all) if (watch.synced) watch.fallBehind(previous + 1);
     log('store replaced at revision %d (was %d): %d watchers catch up', revision, previous, this.all.size);
   }
@@ -396,6 +388,16 @@ export class WatchHub {
   /** @internal */
   get isStopped(): Error | null {
     return this.stopped;
+  }
+
+  /** Empties the recent window; it starts again after `revision`. */
+  private restartRecent(revision: number): void {
+    if (this.recent.length > 0) {
+      this.recent = [];
+      this.recentHead = 0;
+      this.recentBytes = 0;
+    }
+    this.recentStart = revision + 1;
   }
 
   /** Keeps the latest events, whole revisions, within recentBytesMax. */
