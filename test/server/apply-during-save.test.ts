@@ -118,6 +118,19 @@ class RecordingMachine implements StateMachinePort<string, number> {
   async close(): Promise<void> {}
 }
 
+/** A machine with a gate that its subclasses wait at while held. */
+class GatedMachine extends RecordingMachine {
+  protected gate: Promise<void> | null = null;
+  private open: (() => void) | null = null;
+  hold(): void {
+    this.gate = new Promise((resolve) => (this.open = resolve));
+  }
+  release(): void {
+    this.open?.();
+    this.gate = null;
+  }
+}
+
 interface Member {
   readonly node: ReplicatedNode<string, number>;
   readonly log: GatedLog;
@@ -212,18 +225,9 @@ test("a commit the leader learns while its next save is in flight is applied bef
 });
 
 /** A machine whose applies can wait at a gate. */
-class ApplyGatedMachine extends RecordingMachine {
-  private gate: Promise<void> | null = null;
-  private open: (() => void) | null = null;
+class ApplyGatedMachine extends GatedMachine {
   /** Applies that reached the gate. */
   waiting = 0;
-  hold(): void {
-    this.gate = new Promise((resolve) => (this.open = resolve));
-  }
-  release(): void {
-    this.open?.();
-    this.gate = null;
-  }
   override async applyBatch(items: readonly { readonly index: number; readonly request: string | undefined }[]): Promise<(number | undefined)[]> {
     if (this.gate !== null) {
       this.waiting += 1;
@@ -306,18 +310,9 @@ test('a follower whose entries arrive already committed applies them only once i
 });
 
 /** A machine whose flush waits at a gate and records what it made durable. */
-class FlushGatedMachine extends RecordingMachine {
+class FlushGatedMachine extends GatedMachine {
   durable = 0;
   flushes = 0;
-  private gate: Promise<void> | null = null;
-  private open: (() => void) | null = null;
-  hold(): void {
-    this.gate = new Promise((resolve) => (this.open = resolve));
-  }
-  release(): void {
-    this.open?.();
-    this.gate = null;
-  }
   override async flush(): Promise<void> {
     this.flushes += 1;
     const covered = this.appliedIndex(); // every apply finished so far
