@@ -373,10 +373,13 @@ export class ReplicatedNode<Request, Response> {
         const ready = this.raw.ready();
         await this.handleReady(ready);
         if (this.stopped !== null) break;
-        // Entries taken while the write was in flight count as applied at advance(): a membership
-        // change among them must be applied first (etcd #12133), and the queue stays bounded.
-        if (this.takenConfChange || this.applyQueue.length > this.applyQueueEntriesMax) await this.drainApply();
-        this.takenConfChange = false;
+        // Everything handed to the apply queue counts as applied at advance(): a membership change
+        // among it must be applied first (etcd #12133), and the queue stays bounded. Entries taken
+        // while this drains count too, so the flag is cleared before and read again after.
+        while (this.stopped === null && (this.drainBeforeAdvance || this.applyQueue.length > this.applyQueueEntriesMax)) {
+          this.drainBeforeAdvance = false;
+          await this.drainApply();
+        }
         if (this.stopped !== null) break;
         this.raw.advance();
       }
@@ -418,8 +421,8 @@ export class ReplicatedNode<Request, Response> {
     }
   }
 
-  /** Set when entries taken while a write was in flight hold a membership change. */
-  private takenConfChange = false;
+  /** Set when entries queued for this Ready (its own, or taken while its write was in flight) hold a membership change. */
+  private drainBeforeAdvance = false;
 
   /**
    * While a Ready's write is in flight: applies what committed since and is
@@ -430,7 +433,7 @@ export class ReplicatedNode<Request, Response> {
     const committed = this.raw.takeCommittedEntries();
     if (committed.length > 0) {
       this.enqueueApply(committed);
-      if (committed.some((entry) => entry.type === EntryType.ConfChange)) this.takenConfChange = true;
+      if (committed.some((entry) => entry.type === EntryType.ConfChange)) this.drainBeforeAdvance = true;
     }
     const states = this.raw.takeReadStates();
     for (const state of states) this.reads.confirm(state.context, state.index);
@@ -481,8 +484,7 @@ export class ReplicatedNode<Request, Response> {
     for (const state of ready.readStates) this.reads.confirm(state.context, state.index);
     if (committed.length > 0) {
       if (early < committed.length) this.enqueueApply(early === 0 ? committed : committed.slice(early));
-      const changesMembership = committed.some((entry) => entry.type === EntryType.ConfChange);
-      if (changesMembership || this.applyQueue.length > this.applyQueueEntriesMax) await this.drainApply();
+      if (committed.some((entry) => entry.type === EntryType.ConfChange)) this.drainBeforeAdvance = true;
     }
     this.reads.release(this.appliedIndex);
   }
