@@ -325,6 +325,17 @@ function holdWrites(store: MvccStore, holdDeleteOnlyWrites = true): { release: (
   return { release, writes, restore: () => (internals.db.batch = realBatch) };
 }
 
+/** Runs `body` with the store's writes held (see holdWrites), then lets them through and unhooks the store. */
+async function withWritesHeld(store: MvccStore, body: (held: ReturnType<typeof holdWrites>) => Promise<void>, holdDeleteOnlyWrites = true): Promise<void> {
+  const held = holdWrites(store, holdDeleteOnlyWrites);
+  try {
+    await body(held);
+  } finally {
+    held.release();
+    held.restore();
+  }
+}
+
 const settledWithin = async (promise: Promise<unknown>): Promise<boolean> => {
   let settled = false;
   promise.then(() => (settled = true), () => (settled = true));
@@ -338,8 +349,7 @@ test('an apply answers before its rows land; reads, watch catch-up, hash, snapsh
     const writer = new Writer(() => store);
     await writer.apply(writer.put('a', '1'));
     await store.flush();
-    const held = holdWrites(store);
-    try {
+    await withWritesHeld(store, async (held) => {
       // Three applies while the first write is held: the second and third go as one write behind it.
       await writer.apply(writer.put('a', '2'));
       await writer.apply(writer.put('a', '3'));
@@ -368,10 +378,7 @@ test('an apply answers before its rows land; reads, watch catch-up, hash, snapsh
       await snapshot.return(undefined);
       await flushed;
       assert.deepEqual(held.writes.slice(0, 2), [2, 4], 'the queued applies went as one write: two rows and two metas');
-    } finally {
-      held.release();
-      held.restore();
-    }
+    });
     // Close drains the queue, a write in flight and one queued behind it: the reopened store holds every apply.
     const closing = holdWrites(store);
     await writer.apply(writer.put('c', '1'));
@@ -394,18 +401,14 @@ test('applies wait for their rows once more than pendingRowBytesMax are queued',
   await withStore(
     async (store) => {
       const writer = new Writer(() => store);
-      const held = holdWrites(store);
-      try {
+      await withWritesHeld(store, async (held) => {
         const small = writer.apply(writer.put('a', 'x'));
         assert.equal(await settledWithin(small), true, 'an apply within the bound answers at once');
         const big = writer.apply(writer.put('b', 'y'.repeat(200)));
         assert.equal(await settledWithin(big), false, 'an apply past the bound waits');
         held.release();
         await big;
-      } finally {
-        held.release();
-        held.restore();
-      }
+      });
       assert.equal(await get(store, 'b'), 'y'.repeat(200));
     },
     { pendingRowBytesMax: 100 },
@@ -422,8 +425,7 @@ test('a restore waits for the queued rows, which never land in the restored data
       let target = first;
       const targetWriter = new Writer(() => target);
       await targetWriter.apply(targetWriter.put('old', '1'));
-      const held = holdWrites(target);
-      try {
+      await withWritesHeld(target, async (held) => {
         await targetWriter.apply(targetWriter.put('in-flight', '1')); // its write is held
         await targetWriter.apply(targetWriter.put('queued', '1')); // queued behind it
         const restored = target.restore(toStream(chunks));
@@ -431,10 +433,7 @@ test('a restore waits for the queued rows, which never land in the restored data
         assert.equal(await settledWithin(restored), false, 'restore waits for the queued rows');
         held.release();
         await restored;
-      } finally {
-        held.release();
-        held.restore();
-      }
+      });
       for (const key of ['old', 'in-flight', 'queued']) assert.equal(await get(target, key), undefined, `${key} is not in the restored store`);
       assert.equal(target.appliedIndex(), source.appliedIndex());
       assert.equal((await target.hash()).hash, (await source.hash()).hash);
@@ -451,18 +450,14 @@ test('compaction deletes a row only after it landed', async () => {
   await withStore(async (first, _directory, reopen) => {
     let store = first;
     const writer = new Writer(() => store);
-    const held = holdWrites(store, false);
-    try {
+    await withWritesHeld(store, async (held) => {
       // The superseded revisions and the compaction that makes them unreachable, before any row lands.
       await writer.apply(writer.put('a', '1'), writer.put('a', '2'), writer.put('a', '3'), { type: 'compact', revision: 3 });
       const pruned = store.compactionSettled();
       assert.equal(await settledWithin(pruned), false, 'compaction waits for the rows it deletes');
       held.release();
       await pruned;
-    } finally {
-      held.release();
-      held.restore();
-    }
+    }, false);
     store = await reopen();
     const internals = store as unknown as { db: { keys: (options: object) => AsyncIterable<Uint8Array> } };
     let rows = 0;
