@@ -6,6 +6,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 import { op, RaftKV } from '../src/index.ts';
 import { MessagePortTransport } from '../src/transport/message-port.ts';
+import { decodeRequests, encodeReplies } from './member-protocol.ts';
+import type { Reply, Request } from './member-protocol.ts';
 
 interface Setup {
   readonly id: number;
@@ -15,13 +17,6 @@ interface Setup {
   readonly client: MessagePort;
   readonly logEngine?: 'wal' | 'classic';
 }
-
-type Request =
-  | { id: number; op: 'put'; key: string; value: Uint8Array }
-  | { id: number; op: 'get'; key: string; serializable: boolean }
-  | { id: number; op: 'cas'; key: string; expected: Uint8Array | null; value: Uint8Array }
-  | { id: number; op: 'status' }
-  | { id: number; op: 'close' };
 
 const setup = workerData as Setup;
 const transport = new MessagePortTransport(setup.id);
@@ -51,8 +46,8 @@ async function serve(request: Request): Promise<unknown> {
 }
 
 // Requests arrive in batches (all the client sent in one turn of its event loop), and replies
-// leave the same way: one message per turn each way, as a client connection's writes coalesce.
-type Reply = { id: number; ok: true; result: unknown } | { id: number; ok: false; code: string; message: string };
+// leave the same way: one message per turn each way, as a client connection's writes coalesce
+// (one msgpack frame each, see member-protocol.ts).
 let replies: Reply[] = [];
 function reply(message: Reply): void {
   if (replies.length === 0) setImmediate(flushReplies);
@@ -61,10 +56,11 @@ function reply(message: Reply): void {
 function flushReplies(): void {
   const batch = replies;
   replies = [];
-  setup.client.postMessage(batch);
+  const frame = encodeReplies(batch);
+  setup.client.postMessage(frame, [frame.buffer as ArrayBuffer]);
 }
-setup.client.on('message', (requests: Request[]) => {
-  for (const request of requests) {
+setup.client.on('message', (frame: Uint8Array) => {
+  for (const request of decodeRequests(frame)) {
     serve(request).then(
       (result) => reply({ id: request.id, ok: true, result }),
       (error: { code?: string; message?: string }) => reply({ id: request.id, ok: false, code: error.code ?? 'ERROR', message: error.message ?? String(error) }),

@@ -8,6 +8,8 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 import { join } from 'node:path';
 import type { BenchTarget } from '../load.ts';
+import { decodeReplies, encodeRequests } from '../member-protocol.ts';
+import type { Operation, Request } from '../member-protocol.ts';
 
 const MEMBER_WORKER = new URL('../member-worker.ts', import.meta.url).href;
 
@@ -21,18 +23,20 @@ interface Pending {
  * the event loop go as one message, and replies come back batched the same
  * way (as writes coalesce on a client connection): a message per request each
  * way cost the members more than some of the work they measure, which an app
- * calling its embedded member directly never pays.
+ * calling its embedded member directly never pays. Each batch is one
+ * msgpack frame, transferred (see member-protocol.ts), not a structured
+ * clone of one object and one value buffer per request.
  */
 class MemberClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private outgoing: Record<string, unknown>[] = [];
+  private outgoing: Request[] = [];
   constructor(
     readonly worker: Worker,
     private readonly port: MessagePort,
   ) {
-    port.on('message', (replies: { id: number; ok: boolean; result?: unknown; code?: string; message?: string }[]) => {
-      for (const reply of replies) {
+    port.on('message', (frame: Uint8Array) => {
+      for (const reply of decodeReplies(frame)) {
         const waiter = this.pending.get(reply.id);
         if (waiter === undefined) continue;
         this.pending.delete(reply.id);
@@ -41,18 +45,18 @@ class MemberClient {
       }
     });
   }
-  call(request: Record<string, unknown>): Promise<unknown> {
+  call(operation: Operation): Promise<unknown> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       if (this.outgoing.length === 0) setImmediate(() => this.flush());
-      this.outgoing.push({ ...request, id });
+      this.outgoing.push({ ...operation, id });
     });
   }
   private flush(): void {
-    const batch = this.outgoing;
+    const frame = encodeRequests(this.outgoing);
     this.outgoing = [];
-    this.port.postMessage(batch);
+    this.port.postMessage(frame, [frame.buffer as ArrayBuffer]);
   }
 }
 
