@@ -42,92 +42,88 @@ export interface RevisionRecord {
   value: Uint8Array | undefined;
 }
 
-/** Numbers per superseded revision in a history's packed part: main, sub (tombstone: -1 - sub), createRevision, version, lease. */
+/** Numbers per revision in a history's packed array: main, sub (tombstone: -1 - sub), createRevision, version, lease. */
 const PACKED_FIELDS = 5;
 
 /**
  * One key's revisions, ascending by (main, sub); never empty while in the
- * index. The latest is kept as its record (it holds the value); superseded
- * ones are packed into one array of doubles, so a key costs the collector a
- * fixed handful of objects however many revisions it keeps until compaction
- * (an object per revision grew a member's heap by one object per put; see
- * docs/storage.md).
+ * index. Every revision, the latest too, is packed into one array of
+ * doubles, and only the latest's value is kept beside it: a key costs the
+ * collector a fixed handful of objects however many revisions it keeps
+ * until compaction (an object per revision grew a member's heap by one
+ * object per put; see docs/storage.md), and a put leaves no record object
+ * behind to survive into the old generation. Records are built on demand
+ * (`latest`, `at`) and die young.
  */
 export class KeyHistory {
-  private older: number[] = emptyDoubles();
-  private newest: RevisionRecord | undefined;
+  private revisions: number[] = emptyDoubles();
+  /** The latest revision's value (a tombstone's is empty); undefined while the history is empty. */
+  private latestValue: Uint8Array | undefined;
 
   constructor(
     readonly key: Uint8Array,
     first: RevisionRecord,
   ) {
-    this.newest = first;
+    this.push(first);
   }
 
   get length(): number {
-    return this.older.length / PACKED_FIELDS + (this.newest === undefined ? 0 : 1);
+    return this.revisions.length / PACKED_FIELDS;
   }
 
   /** The latest revision, with its value unless it is a tombstone. */
   get latest(): RevisionRecord {
-    assert(this.newest !== undefined, 'an empty history has no latest revision');
-    return this.newest;
+    assert(this.revisions.length > 0, 'an empty history has no latest revision');
+    return this.at(this.revisions.length / PACKED_FIELDS - 1);
   }
 
   mainAt(position: number): number {
-    return position === this.older.length / PACKED_FIELDS ? this.latest.main : (this.older[position * PACKED_FIELDS] as number);
+    return this.revisions[position * PACKED_FIELDS] as number;
   }
 
   /**
-   * The revision at a position. A superseded one is rebuilt from the packed
-   * numbers, without its value (which lives only in its row on disk).
+   * The revision at a position. Only the latest carries its value: a
+   * superseded one's lives only in its row on disk.
    */
   at(position: number): RevisionRecord {
-    const olderCount = this.older.length / PACKED_FIELDS;
-    if (position === olderCount) return this.latest;
-    assert(position >= 0 && position < olderCount && Number.isInteger(position), `no revision at position ${position}`);
+    const count = this.revisions.length / PACKED_FIELDS;
+    assert(position >= 0 && position < count && Number.isInteger(position), `no revision at position ${position}`);
     const base = position * PACKED_FIELDS;
-    const older = this.older;
-    const packedSub = older[base + 1] as number;
+    const revisions = this.revisions;
+    const packedSub = revisions[base + 1] as number;
     return {
-      main: older[base] as number,
+      main: revisions[base] as number,
       sub: packedSub < 0 ? -1 - packedSub : packedSub,
-      createRevision: older[base + 2] as number,
-      version: older[base + 3] as number,
-      lease: older[base + 4] as number,
+      createRevision: revisions[base + 2] as number,
+      version: revisions[base + 3] as number,
+      lease: revisions[base + 4] as number,
       tombstone: packedSub < 0,
-      value: undefined,
+      value: position === count - 1 ? this.latestValue : undefined,
     };
   }
 
-  /** Appends a revision newer than the latest, which is packed without its value. */
+  /** Appends a revision newer than the latest; the latest's value is let go. */
   push(record: RevisionRecord): void {
-    const last = this.newest;
-    if (last !== undefined) {
-      assert(
-        last.main < record.main || (last.main === record.main && last.sub < record.sub),
-        'index revisions must be appended in increasing order',
-      );
-      this.older.push(last.main, last.tombstone ? -1 - last.sub : last.sub, last.createRevision, last.version, last.lease);
-      last.value = undefined;
+    const count = this.revisions.length / PACKED_FIELDS;
+    if (count > 0) {
+      const lastMain = this.mainAt(count - 1);
+      const lastPackedSub = this.revisions[(count - 1) * PACKED_FIELDS + 1] as number;
+      const lastSub = lastPackedSub < 0 ? -1 - lastPackedSub : lastPackedSub;
+      assert(lastMain < record.main || (lastMain === record.main && lastSub < record.sub), 'index revisions must be appended in increasing order');
     }
-    this.newest = record;
+    this.revisions.push(record.main, record.tombstone ? -1 - record.sub : record.sub, record.createRevision, record.version, record.lease);
+    this.latestValue = record.value;
   }
 
   /** Removes the `count` oldest revisions, reporting each to `dropped`. */
   dropOldest(count: number, dropped: { main: number; sub: number }[]): void {
     assert(count >= 0 && count <= this.length, `cannot drop ${count} of ${this.length} revisions`);
-    const fromOlder = Math.min(count, this.older.length / PACKED_FIELDS);
-    for (let position = 0; position < fromOlder; position++) {
-      const record = this.at(position);
-      dropped.push({ main: record.main, sub: record.sub });
+    for (let position = 0; position < count; position++) {
+      const packedSub = this.revisions[position * PACKED_FIELDS + 1] as number;
+      dropped.push({ main: this.mainAt(position), sub: packedSub < 0 ? -1 - packedSub : packedSub });
     }
-    this.older.splice(0, fromOlder * PACKED_FIELDS);
-    if (count > fromOlder) {
-      const last = this.latest;
-      dropped.push({ main: last.main, sub: last.sub });
-      this.newest = undefined;
-    }
+    this.revisions.splice(0, count * PACKED_FIELDS);
+    if (this.revisions.length === 0) this.latestValue = undefined;
   }
 }
 
