@@ -81,6 +81,11 @@ export class KeyHistory {
     return this.revisions[position * PACKED_FIELDS] as number;
   }
 
+  private subAt(position: number): number {
+    const packedSub = this.revisions[position * PACKED_FIELDS + 1] as number;
+    return packedSub < 0 ? -1 - packedSub : packedSub;
+  }
+
   /**
    * The revision at a position. Only the latest carries its value: a
    * superseded one's lives only in its row on disk.
@@ -90,14 +95,13 @@ export class KeyHistory {
     assert(position >= 0 && position < count && Number.isInteger(position), `no revision at position ${position}`);
     const base = position * PACKED_FIELDS;
     const revisions = this.revisions;
-    const packedSub = revisions[base + 1] as number;
     return {
       main: revisions[base] as number,
-      sub: packedSub < 0 ? -1 - packedSub : packedSub,
+      sub: this.subAt(position),
       createRevision: revisions[base + 2] as number,
       version: revisions[base + 3] as number,
       lease: revisions[base + 4] as number,
-      tombstone: packedSub < 0,
+      tombstone: (revisions[base + 1] as number) < 0,
       value: position === count - 1 ? this.latestValue : undefined,
     };
   }
@@ -107,9 +111,7 @@ export class KeyHistory {
     const count = this.revisions.length / PACKED_FIELDS;
     if (count > 0) {
       const lastMain = this.mainAt(count - 1);
-      const lastPackedSub = this.revisions[(count - 1) * PACKED_FIELDS + 1] as number;
-      const lastSub = lastPackedSub < 0 ? -1 - lastPackedSub : lastPackedSub;
-      assert(lastMain < record.main || (lastMain === record.main && lastSub < record.sub), 'index revisions must be appended in increasing order');
+      assert(lastMain < record.main || (lastMain === record.main && this.subAt(count - 1) < record.sub), 'index revisions must be appended in increasing order');
     }
     this.revisions.push(record.main, record.tombstone ? -1 - record.sub : record.sub, record.createRevision, record.version, record.lease);
     this.latestValue = record.value;
@@ -118,10 +120,7 @@ export class KeyHistory {
   /** Removes the `count` oldest revisions, reporting each to `dropped`. */
   dropOldest(count: number, dropped: { main: number; sub: number }[]): void {
     assert(count >= 0 && count <= this.length, `cannot drop ${count} of ${this.length} revisions`);
-    for (let position = 0; position < count; position++) {
-      const packedSub = this.revisions[position * PACKED_FIELDS + 1] as number;
-      dropped.push({ main: this.mainAt(position), sub: packedSub < 0 ? -1 - packedSub : packedSub });
-    }
+    for (let position = 0; position < count; position++) dropped.push({ main: this.mainAt(position), sub: this.subAt(position) });
     this.revisions.splice(0, count * PACKED_FIELDS);
     if (this.revisions.length === 0) this.latestValue = undefined;
   }
