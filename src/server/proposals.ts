@@ -69,38 +69,56 @@ export class ProposalTracker<T> {
 }
 
 /**
- * The last `capacity` ids added, for deduplication: a set plus a ring of the
- * same ids in arrival order, so forgetting the oldest is one hash delete.
- * (Evicting through `set.values().next()` instead walks every deleted slot
- * at the front of the set's table: with 65,536 ids, about 30 µs per add, and
- * 40% of a leader's time at 8,000 forwarded puts/s.)
+ * The last `capacity` proposal ids (proposer, sequence) added, for
+ * deduplication: a set of sequences per proposer plus a ring of the same ids
+ * in arrival order, so forgetting the oldest is one hash delete. (Evicting
+ * through `set.values().next()` instead walks every deleted slot at the
+ * front of the set's table: with 65,536 ids, about 30 µs per add, and 40% of
+ * a leader's time at 8,000 forwarded puts/s. Ids as `node:sequence` strings
+ * cost a string per forwarded proposal, each promoted out of the young
+ * generation before it was forgotten.)
  */
 export class RecentIds {
-  private readonly ids = new Set<string>();
-  private readonly ring: (string | undefined)[];
+  private readonly byNode = new Map<number, Set<number>>();
+  private readonly ringNodes: Float64Array;
+  private readonly ringSequences: Float64Array;
   private next = 0;
+  private count = 0;
 
   constructor(readonly capacity: number) {
     assert(Number.isSafeInteger(capacity) && capacity > 0, 'capacity must be a positive integer');
-    this.ring = new Array<string | undefined>(capacity).fill(undefined);
+    this.ringNodes = new Float64Array(capacity);
+    this.ringSequences = new Float64Array(capacity);
   }
 
   get size(): number {
-    return this.ids.size;
+    return this.count;
   }
 
-  has(id: string): boolean {
-    return this.ids.has(id);
+  has(node: number, sequence: number): boolean {
+    return this.byNode.get(node)?.has(sequence) === true;
   }
 
-  /** Remembers `id` (forgetting the oldest id once full); false if it is remembered already. */
-  add(id: string): boolean {
-    if (this.ids.has(id)) return false;
-    const oldest = this.ring[this.next];
-    if (oldest !== undefined) this.ids.delete(oldest);
-    this.ring[this.next] = id;
+  /** Remembers the id (forgetting the oldest once full); false if it is remembered already. */
+  add(node: number, sequence: number): boolean {
+    let sequences = this.byNode.get(node);
+    if (sequences?.has(sequence) === true) return false;
+    if (this.count === this.capacity) {
+      const oldestNode = this.ringNodes[this.next]!;
+      const oldest = this.byNode.get(oldestNode)!;
+      oldest.delete(this.ringSequences[this.next]!);
+      if (oldest.size === 0) {
+        this.byNode.delete(oldestNode);
+        if (oldest === sequences) sequences = undefined;
+      }
+    } else {
+      this.count += 1;
+    }
+    if (sequences === undefined) this.byNode.set(node, (sequences = new Set()));
+    sequences.add(sequence);
+    this.ringNodes[this.next] = node;
+    this.ringSequences[this.next] = sequence;
     this.next = (this.next + 1) % this.capacity;
-    this.ids.add(id);
     return true;
   }
 }

@@ -319,15 +319,14 @@ export class ReplicatedNode<Request, Response> {
   private withoutSeenProposals(message: Message): Message | null {
     const entries = message.entries.filter((entry) => {
       if (entry.type !== EntryType.Normal || entry.data.length === 0) return true;
-      let id: string;
+      let id: { node: number; sequence: number };
       try {
-        const { node, sequence } = proposalId(entry.data);
-        id = `${node}:${sequence}`;
+        id = proposalId(entry.data);
       } catch {
         log('node %d: dropped a forwarded proposal that does not decode, from %d', this.id, message.from);
         return false;
       }
-      return this.seenProposals.add(id);
+      return this.seenProposals.add(id.node, id.sequence);
     });
     if (entries.length === message.entries.length) return message;
     log('node %d: dropped %d duplicated proposals from %d', this.id, message.entries.length - entries.length, message.from);

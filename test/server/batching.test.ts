@@ -19,19 +19,32 @@ test('proposal tracker: resolves by sequence, expires as outcome unknown, bounde
 
 test('recent ids: remembers the latest, forgets the oldest first, never grows past its capacity', () => {
   const recent = new RecentIds(3);
-  assert.equal(recent.add('a'), true);
-  assert.equal(recent.add('b'), true);
-  assert.equal(recent.add('a'), false, 'a duplicate is refused');
-  assert.equal(recent.add('c'), true);
-  assert.equal(recent.add('d'), true, 'the fourth id evicts the oldest');
-  assert.deepEqual(['a', 'b', 'c', 'd'].map((id) => recent.has(id)), [false, true, true, true]);
+  assert.equal(recent.add(1, 1), true);
+  assert.equal(recent.add(2, 1), true, 'the same sequence from another proposer is another id');
+  assert.equal(recent.add(1, 1), false, 'a duplicate is refused');
+  assert.equal(recent.add(1, 2), true);
+  assert.equal(recent.add(2 ** 47 - 1, 2 ** 53 - 1), true, 'the fourth id evicts the oldest');
+  assert.deepEqual(
+    [
+      [1, 1],
+      [2, 1],
+      [1, 2],
+      [2 ** 47 - 1, 2 ** 53 - 1],
+    ].map(([node, sequence]) => recent.has(node!, sequence!)),
+    [false, true, true, true],
+  );
   assert.equal(recent.size, 3);
-  // Many times round the ring: the window slides exactly, and a refused duplicate does not move it.
+  // Many times round the ring, ids from three proposers interleaved: the window slides exactly, and a
+  // refused duplicate does not move it.
   for (let i = 0; i < 10_000; i++) {
-    assert.equal(recent.add(`n${i}`), true);
-    if (i >= 1) assert.equal(recent.add(`n${i - 1}`), false);
+    assert.equal(recent.add(i % 3, i), true);
+    if (i >= 1) assert.equal(recent.add((i - 1) % 3, i - 1), false);
   }
-  assert.deepEqual(['n9996', 'n9997', 'n9998', 'n9999'].map((id) => recent.has(id)), [false, true, true, true]);
+  assert.deepEqual(
+    [9996, 9997, 9998, 9999].map((i) => recent.has(i % 3, i)),
+    [false, true, true, true],
+  );
+  assert.equal(recent.has(9999 % 3 === 0 ? 1 : 0, 9999), false, 'a sequence is remembered for its proposer only');
   assert.equal(recent.size, 3);
   assert.throws(() => new RecentIds(0), { name: 'AssertionFailedError' });
 });
