@@ -37,6 +37,11 @@ test('every revision comes back as appended, only the latest with its value', ()
     assert.equal(history.mainAt(position), record.main);
   });
   assert.deepEqual(history.latest, records[records.length - 1]);
+  assert.equal(history.latestLiveLease, 0, 'a deleted key holds no lease');
+  history.push(put(10, 0, 10, 1, 7, Uint8Array.of(4)));
+  assert.equal(history.latestLiveLease, 7);
+  history.push({ ...tombstone(11, 0), lease: 9 });
+  assert.equal(history.latestLiveLease, 0, 'whatever lease a tombstone carries');
 });
 
 test('a superseded revision lets its value go; the new latest carries its own', () => {

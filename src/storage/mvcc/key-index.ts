@@ -77,6 +77,13 @@ export class KeyHistory {
     return this.at(this.revisions.length / PACKED_FIELDS - 1);
   }
 
+  /** The lease the latest revision holds, or 0 (none, or the key is deleted): without building its record. */
+  get latestLiveLease(): number {
+    const base = this.revisions.length - PACKED_FIELDS;
+    assert(base >= 0, 'an empty history has no latest revision');
+    return (this.revisions[base + 1] as number) < 0 ? 0 : (this.revisions[base + 4] as number);
+  }
+
   mainAt(position: number): number {
     return this.revisions[position * PACKED_FIELDS] as number;
   }

@@ -475,8 +475,8 @@ export class MvccStore {
   private publish(batch: BatchState, meta: Meta): void {
     for (const { key, indexKey: keyInIndex, record } of batch.written) {
       const history = this.index.history(keyInIndex);
-      const previous = history?.latest;
-      if (previous !== undefined && !previous.tombstone && previous.lease !== 0) this.detach(previous.lease, keyInIndex);
+      const previousLease = history?.latestLiveLease ?? 0;
+      if (previousLease !== 0) this.detach(previousLease, keyInIndex);
       this.index.append(keyInIndex, key, record, history);
       if (!record.tombstone && record.lease !== 0) this.attach(record.lease, keyInIndex);
     }
