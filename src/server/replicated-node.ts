@@ -185,15 +185,37 @@ export class ReplicatedNode<Request, Response> {
   // ---- Public operations ----
 
   /** Proposes a state-machine request; resolves with its response once applied here. */
-  async propose(request: Request): Promise<Response> {
-    this.ensureRunning();
+  propose(request: Request): Promise<Response> {
+    if (this.stopped !== null) return Promise.reject(this.stopped);
     const deadlineMs = Date.now() + this.requestTimeoutMs;
+    // Most proposals find a leader known: no await, so a put costs no extra promise and microtask turn.
+    return this.leader !== NONE ? this.proposeNow(request, deadlineMs) : this.proposeOnceLed(request, deadlineMs);
+  }
+
+  private async proposeOnceLed(request: Request, deadlineMs: number): Promise<Response> {
     await this.waitForLeader(deadlineMs);
     // The node may have closed while this waited: shutdown failed every caller registered then and stopped the
     // tick that expires them, so one registered now would wait forever.
     this.ensureRunning();
-    const { sequence, promise } = this.proposals.register(deadlineMs);
-    const data = encodeProposal({ node: this.proposerId, sequence, request });
+    return this.proposeNow(request, deadlineMs);
+  }
+
+  /** Registers and proposes; never throws (a failure rejects the returned promise). */
+  private proposeNow(request: Request, deadlineMs: number): Promise<Response> {
+    let registered: { sequence: number; promise: Promise<Response> };
+    try {
+      registered = this.proposals.register(deadlineMs);
+    } catch (error) {
+      return Promise.reject(error as Error); // too many in flight
+    }
+    const { sequence, promise } = registered;
+    let data: Uint8Array;
+    try {
+      data = encodeProposal({ node: this.proposerId, sequence, request });
+    } catch (error) {
+      this.proposals.reject(sequence, error as Error);
+      return promise;
+    }
     if (data.length > this.requestBytesMax) {
       this.proposals.reject(sequence, new RequestTooLargeError(`request is ${data.length} bytes, the limit is ${this.requestBytesMax}`));
       return promise;

@@ -270,3 +270,19 @@ test('a membership change that waits behind another and expires meanwhile never 
     process.off('unhandledRejection', listener);
   }
 });
+
+test('proposals beyond proposalsMax are refused with RAFTKV_PROPOSAL_DROPPED, and only they', async () => {
+  await withCluster({ memberOptions: { proposalsMax: 2 } }, async (cluster) => {
+    const kv = await cluster.waitForLeader();
+    // Three puts in one turn: the first two are in flight when the third registers.
+    const outcomes = await Promise.allSettled([kv.put('bound/1', 'a'), kv.put('bound/2', 'b'), kv.put('bound/3', 'c')]);
+    assert.deepEqual(
+      outcomes.map((outcome) => (outcome.status === 'fulfilled' ? 'ok' : (outcome.reason as { code?: string }).code)),
+      ['ok', 'ok', 'RAFTKV_PROPOSAL_DROPPED'],
+    );
+    assert.equal(value(await kv.get('bound/2')), 'b');
+    assert.equal(await kv.get('bound/3'), undefined, 'a refused put is not applied');
+    await kv.put('bound/3', 'c'); // the bound frees as proposals apply
+    assert.equal(value(await kv.get('bound/3')), 'c');
+  });
+});
