@@ -714,8 +714,9 @@ export class RaftKV {
 /**
  * The store as the node's state machine, with the watch hub fed from each
  * applied batch (one pass for all watchers) and resynced after a snapshot.
+ * @internal Exported for the watch tests, which feed a hub through it.
  */
-class WatchedStore implements StateMachinePort<WriteRequest, WriteResponse> {
+export class WatchedStore implements StateMachinePort<WriteRequest, WriteResponse> {
   constructor(
     private readonly store: MvccStore,
     private readonly hub: WatchHub,
@@ -728,7 +729,14 @@ class WatchedStore implements StateMachinePort<WriteRequest, WriteResponse> {
   async applyBatch(
     items: readonly { readonly index: number; readonly request: WriteRequest | undefined }[],
   ): Promise<readonly (WriteResponse | undefined)[]> {
-    const responses = await this.store.applyBatch(items);
+    // Events only while watchers exist: most puts then build none. A watcher that starts during
+    // the apply has the batch's revisions read from the store's history instead (skip).
+    const withEvents = this.hub.watching;
+    const responses = await this.store.applyBatch(items, { events: withEvents });
+    if (!withEvents) {
+      this.hub.skip(this.store.currentRevision);
+      return responses;
+    }
     // Every event: while watchers exist, the hub also keeps the recent ones for watchers that start in the past.
     const events: Event[] = [];
     for (const response of responses) if (response !== undefined) for (const event of response.events) events.push(event);

@@ -314,14 +314,32 @@ export class WatchHub {
     }
   }
 
+  /** Whether an applied batch needs its events built: only while some watcher exists. */
+  get watching(): boolean {
+    return this.all.size > 0;
+  }
+
+  /**
+   * An applied batch whose events were not built (no watcher when it began):
+   * a watcher that started since reads the batch from the store's history.
+   */
+  skip(revision: number): void {
+    this.advanceUndispatched(revision);
+  }
+
   /** The store was replaced by a snapshot: every watcher catches up from the new store's history. */
   resync(revision: number): void {
+    const previous = this.revision;
+    this.advanceUndispatched(revision);
+    log('store replaced at revision %d (was %d): %d watchers catch up', revision, previous, this.all.size);
+  }
+
+  private advanceUndispatched(revision: number): void {
     const previous = this.revision;
     this.revision = revision;
     // The events in between were never dispatched: the recent window restarts here.
     this.restartRecent(revision);
     for (const watch of this.all) if (watch.synced) watch.fallBehind(previous + 1);
-    log('store replaced at revision %d (was %d): %d watchers catch up', revision, previous, this.all.size);
   }
 
   /** The member stopped: every watcher ends with `error` once its buffer is drained. */

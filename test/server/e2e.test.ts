@@ -51,7 +51,8 @@ test('the etcd API: ranges, prefixes, transactions, deletes, compaction and type
     assert.equal(prefix.count, 2);
     const limited = await kv.range({ prefix: 'app/', limit: 1, sort: { target: 'key', order: 'descend' } });
     assert.deepEqual([limited.kvs[0]?.key.toString(), limited.more, limited.count], ['app/other', true, 3]);
-    const { revision: before } = await kv.put('app/config/a', '10', { prevKv: true });
+    const { revision: before, prevKv } = await kv.put('app/config/a', '10', { prevKv: true });
+    assert.equal(value(prevKv), '1', 'a put with prevKv answers the value it replaced');
     assert.equal(value(await kv.get('app/config/a', { revision: before - 1 })), '1');
 
     const swapped = await kv.txn().if('app/config/a', 'value', '=', '10').then(op.put('app/config/a', '11'), op.get('app/config/b')).else(op.get('app/config/a')).commit();

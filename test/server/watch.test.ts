@@ -16,6 +16,7 @@ import { MvccStore } from '../../src/storage/mvcc/store.ts';
 import { indexKey, prefixEnd } from '../../src/storage/mvcc/keys.ts';
 import type { Event, WriteRequest } from '../../src/storage/mvcc/types.ts';
 import { WatchHub } from '../../src/server/watch.ts';
+import { WatchedStore } from '../../src/server/raftkv.ts';
 import type { EventSource, Watch, WatchFilter, WatchHubOptions, WatchRequest } from '../../src/server/watch.ts';
 
 const bytes = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'latin1'));
@@ -30,12 +31,28 @@ const KEYS = ['a', 'a/1', 'a/2', 'a/2/x', 'b', 'b/1', 'c', 'd'];
 class Bench {
   index = 0;
   readonly history: Event[] = [];
+  /** Runs once, after the main store applied the next batch and before the hub hears of it. */
+  duringApply: (() => void) | null = null;
+  /** The member's own glue: builds events only while watchers exist. */
+  private readonly fed: WatchedStore;
+
   private constructor(
     readonly store: MvccStore,
     private readonly twin: MvccStore,
     readonly hub: WatchHub,
     readonly directory: string,
-  ) {}
+  ) {
+    const apply = store.applyBatch.bind(store);
+    // A watcher can start while an apply is in flight: the hook opens one in that window.
+    store.applyBatch = async (items, options) => {
+      const responses = await apply(items, options);
+      const hook = this.duringApply;
+      this.duringApply = null;
+      hook?.();
+      return responses;
+    };
+    this.fed = new WatchedStore(store, hub);
+  }
 
   /** With `random`, history reads alternate at random between the index path (key hint) and the row scan. */
   static async open(options: WatchHubOptions, random?: RandomSource): Promise<Bench> {
@@ -71,22 +88,18 @@ class Bench {
     const reference = await this.twin.applyBatch(items);
     for (const response of reference) for (const event of response?.events ?? []) this.history.push(event);
     if (skipMain) return;
-    const responses = await this.store.applyBatch(items);
-    const events: Event[] = [];
-    for (const response of responses) for (const event of response?.events ?? []) events.push(event);
-    this.hub.dispatch(events, this.store.currentRevision);
+    await this.fed.applyBatch(items);
   }
 
   /** The main store installs the twin's snapshot, skipping whatever it fell behind on. */
   async restoreFromTwin(): Promise<void> {
     const chunks: Uint8Array[] = [];
     for await (const chunk of this.twin.snapshot()) chunks.push(chunk);
-    await this.store.restore(
+    await this.fed.restore(
       (async function* () {
         yield* chunks;
       })(),
     );
-    this.hub.resync(this.store.currentRevision);
   }
 
   async close(): Promise<void> {
@@ -271,6 +284,11 @@ async function runSeed(seed: number, operations: number): Promise<void> {
         const count = 1 + random(4);
         const requests: WriteRequest[] = [];
         for (let index = 0; index < count; index++) requests.push(randomRequest(random, bench, serial));
+        if (random(8) === 0 && streams.filter((stream) => stream.running).length < 24) {
+          // A watcher from the next revision that starts while the batch is applied: it must see the batch.
+          const next = bench.store.currentRevision + 1;
+          bench.duringApply = () => streams.push(new Stream(bench, streams.length, selectorOf(random), next, random(2) === 0, []));
+        }
         await bench.apply(...requests);
       } else if (roll < 44 && streams.filter((stream) => stream.running).length < 24) {
         const current = bench.store.currentRevision;

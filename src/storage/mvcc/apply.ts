@@ -71,6 +71,8 @@ export class BatchState {
     public liveBytes: number,
     readonly quotaBytes: number,
     readonly leases: LeaseState = NO_LEASES,
+    /** Whether responses carry their events; without them a put builds no key-values nobody reads. */
+    readonly events = true,
   ) {}
 
   /** A record joins the batch: readable by its later requests, and a row to write. */
@@ -95,6 +97,9 @@ export class BatchState {
     return count;
   }
 }
+
+/** The events of a response from a batch that carries none. */
+const NO_EVENTS: readonly Event[] = Object.freeze([]);
 
 function liveSize(key: Uint8Array, record: RevisionRecord | undefined): number {
   if (record === undefined || record.tombstone) return 0;
@@ -158,7 +163,8 @@ interface PlannedPut {
   readonly record: RevisionRecord;
   /** The change in live bytes (key and value sizes) the put makes. */
   readonly growth: number;
-  readonly event: Event;
+  /** Undefined when the batch carries no events. */
+  readonly event: Event | undefined;
   /** The key-value the put replaces, when the key was live. */
   readonly previous: KeyValue | undefined;
 }
@@ -196,7 +202,9 @@ function planPut(
     tombstone: false,
     value,
   };
-  const previous = live === undefined ? undefined : keyValueOf(request.key, live, live.value as Uint8Array);
+  const previous =
+    live === undefined || (!batch.events && request.prevKv !== true) ? undefined : keyValueOf(request.key, live, live.value as Uint8Array);
+  if (!batch.events) return { record, growth, event: undefined, previous };
   const kv = keyValueOf(request.key, record, value);
   const event: Event = previous === undefined ? { type: 'put', kv } : { type: 'put', kv, prevKv: previous };
   return { record, growth, event, previous };
@@ -207,7 +215,7 @@ function put(context: RequestContext, request: PutRequest): PutResponse {
   const planned = planPut(context.batch, request, context.latest(key), context.main, context.sub, context.liveBytesDelta, key);
   context.write(key, request.key, planned.record);
   context.liveBytesDelta += planned.growth;
-  context.events.push(planned.event);
+  if (planned.event !== undefined) context.events.push(planned.event);
   const response: PutResponse = { type: 'put', revision: 0 };
   return request.prevKv === true && planned.previous !== undefined ? { ...response, prevKv: planned.previous } : response;
 }
@@ -229,7 +237,7 @@ function applyPut(index: KeyIndex, batch: BatchState, request: PutRequest): Writ
   batch.revision = main;
   batch.liveBytes += planned.growth;
   batch.join(key, request.key, planned.record);
-  const events = [planned.event];
+  const events = planned.event === undefined ? NO_EVENTS : [planned.event];
   return request.prevKv === true && planned.previous !== undefined
     ? { type: 'put', revision: main, prevKv: planned.previous, events }
     : { type: 'put', revision: main, events };
@@ -266,8 +274,10 @@ function deleteKey(context: RequestContext, indexKeyOfKey: string, key: Uint8Arr
   context.write(indexKeyOfKey, key, tombstone);
   context.liveBytesDelta -= liveSize(key, record);
   const previous = keyValueOf(key, record, record.value as Uint8Array);
-  const deleted: KeyValue = { key, value: EMPTY_BYTES, createRevision: 0, modRevision: context.main, version: 0, lease: 0 };
-  context.events.push({ type: 'delete', kv: deleted, prevKv: previous });
+  if (context.batch.events) {
+    const deleted: KeyValue = { key, value: EMPTY_BYTES, createRevision: 0, modRevision: context.main, version: 0, lease: 0 };
+    context.events.push({ type: 'delete', kv: deleted, prevKv: previous });
+  }
   return previous;
 }
 

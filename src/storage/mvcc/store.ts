@@ -413,25 +413,23 @@ export class MvccStore {
    * Applies committed requests in order, with the applied index, as one
    * atomic write that lands behind the answer (see queueRows). Items at or below the applied index were applied before
    * (a restart, or a snapshot that got ahead of the log) and are skipped:
-   * their response is undefined.
+   * their response is undefined. With `events: false` the responses carry no
+   * events (for a caller with no watcher to feed), and puts skip building them.
    */
-  async applyBatch(items: readonly ApplyItem[]): Promise<(WriteResponse | undefined)[]> {
+  async applyBatch(items: readonly ApplyItem[], options: { readonly events?: boolean } = {}): Promise<(WriteResponse | undefined)[]> {
     this.throwIfUnusable();
     assert(!this.applying && this.restoring === null, 'one apply at a time, never during a restore');
     this.applying = true;
     try {
-      return await this.applyExclusive(items);
+      return await this.applyExclusive(items, options.events ?? true);
     } finally {
       this.applying = false;
     }
   }
 
-  private async applyExclusive(items: readonly ApplyItem[]): Promise<(WriteResponse | undefined)[]> {
-    const batch = new BatchState(this.meta.currentRevision, this.meta.compactRevision, this.liveBytes, this.quotaBytes, {
-      table: this.leaseTable,
-      attached: this.attached,
-      leasesMax: this.leasesMax,
-    });
+  private async applyExclusive(items: readonly ApplyItem[], events: boolean): Promise<(WriteResponse | undefined)[]> {
+    const leases = { table: this.leaseTable, attached: this.attached, leasesMax: this.leasesMax };
+    const batch = new BatchState(this.meta.currentRevision, this.meta.compactRevision, this.liveBytes, this.quotaBytes, leases, events);
     const responses: (WriteResponse | undefined)[] = [];
     let appliedIndex = this.meta.appliedIndex;
     let previousIndex = 0;
