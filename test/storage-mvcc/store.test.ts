@@ -5,9 +5,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { MvccStore } from '../../src/storage/mvcc/store.ts';
 import type { MvccOptions } from '../../src/storage/mvcc/store.ts';
 import type { WriteRequest, WriteResponse } from '../../src/storage/mvcc/types.ts';
@@ -522,6 +522,33 @@ async function databaseLogs(directory: string): Promise<string[]> {
     .sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10))
     .map((name) => join(directory, database, name));
 }
+
+test('flush waits while an older LevelDB log is there, and once its wait is over syncs one that stays', async () => {
+  await withStore(async (store, directory) => {
+    const writer = new Writer(() => store);
+    await writer.apply(writer.put('a', '1'));
+    const current = (await databaseLogs(directory)).at(-1)!;
+    // Planted: an older log LevelDB has not deleted yet (its number sorts before the current log's).
+    const older = join(dirname(current), '000000.log');
+    await writeFile(older, 'an older log');
+    let settled = false;
+    const waiting = store.flush().finally(() => (settled = true));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(settled, false, 'flush is still waiting for the older log to go');
+    await rm(older);
+    await waiting; // and returns once it is gone
+    // One that stays: after FLUSH_LOG_WAIT_MS (5 s) flush syncs it itself and returns.
+    await writeFile(older, 'an older log');
+    const synced = new Set<number>();
+    const restore = await onDatasync(directory, (inode) => synced.add(inode));
+    try {
+      await store.flush();
+    } finally {
+      restore();
+    }
+    assert.ok(synced.has(statSync(older).ino), 'the older log still there after the wait was synced');
+  });
+});
 
 test('flush returns only once every LevelDB log but the current one is written out or synced (LevelDB closes a full log unsynced)', async () => {
   await withStore(async (store, directory) => {
