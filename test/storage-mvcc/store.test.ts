@@ -187,6 +187,29 @@ test('a read in flight keeps the rows it needs while compaction deletes them', a
   });
 });
 
+test('applyBatch with events: false answers the same without events; a bad option is refused before anything applies', async () => {
+  await withStore(async (store) => {
+    const put = (key: string, value: string, prevKv = false): WriteRequest => ({ type: 'put', key: bytes(key), value: bytes(value), ...(prevKv ? { prevKv: true } : {}) });
+    await store.applyBatch([{ index: 1, request: put('a', '1') }]);
+    const quiet = await store.applyBatch(
+      [
+        { index: 2, request: put('a', '2', true) },
+        { index: 3, request: { type: 'deleteRange', key: bytes('a'), prevKv: true } },
+      ],
+      { events: false },
+    );
+    assert.deepEqual(quiet.map((response) => response?.events.length), [0, 0], 'no events');
+    const [replaced, deleted] = quiet;
+    assert.equal(replaced?.type === 'put' ? text(replaced.prevKv!.value) : 'not a put', '1', 'a prevKv put still answers the value it replaced');
+    assert.deepEqual(deleted?.type === 'deleteRange' ? [deleted.deleted, deleted.prevKvs.map((kv) => text(kv.value))] : [], [1, ['2']]);
+    const loud = await store.applyBatch([{ index: 4, request: put('a', '4') }]);
+    assert.deepEqual(loud[0]?.events.map((event) => `${event.type} ${text(event.kv.value)}@${event.kv.modRevision}`), ['put 4@4'], 'events by default');
+    await assert.rejects(store.applyBatch([{ index: 5, request: put('b', '5') }], { events: 'no' as never }), { code: 'RAFTKV_INVALID_ARGUMENT' });
+    assert.equal(store.appliedIndex(), 4, 'the refused batch applied nothing');
+    assert.equal(store.currentRevision, 4);
+  });
+});
+
 test('invalid requests get typed errors with stable codes', () => {
   const cases: [() => unknown, string][] = [
     [() => validateWriteRequest({ type: 'put', key: new Uint8Array(0), value: bytes('v') }), 'RAFTKV_EMPTY_KEY'],

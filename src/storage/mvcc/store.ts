@@ -417,6 +417,7 @@ export class MvccStore {
    * events (for a caller with no watcher to feed), and puts skip building them.
    */
   async applyBatch(items: readonly ApplyItem[], options: { readonly events?: boolean } = {}): Promise<(WriteResponse | undefined)[]> {
+    if (options.events !== undefined && typeof options.events !== 'boolean') throw new InvalidArgumentError('events must be a boolean');
     this.throwIfUnusable();
     assert(!this.applying && this.restoring === null, 'one apply at a time, never during a restore');
     this.applying = true;
