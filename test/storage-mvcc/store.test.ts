@@ -537,6 +537,18 @@ async function onDatasync(directory: string, synced: (inode: number) => void): P
   };
 }
 
+/** Flushes the store; returns the inodes of the files it datasynced meanwhile. */
+async function flushNotingSyncs(store: MvccStore, directory: string): Promise<Set<number>> {
+  const synced = new Set<number>();
+  const restore = await onDatasync(directory, (inode) => synced.add(inode));
+  try {
+    await store.flush();
+  } finally {
+    restore();
+  }
+  return synced;
+}
+
 /** The paths of a store's LevelDB logs, oldest first (the last is the one being written). */
 async function databaseLogs(directory: string): Promise<string[]> {
   const database = (await readdir(directory)).find((name) => name.startsWith('db-'))!;
@@ -562,13 +574,7 @@ test('flush waits while an older LevelDB log is there, and once its wait is over
     await waiting; // and returns once it is gone
     // One that stays: after FLUSH_LOG_WAIT_MS (5 s) flush syncs it itself and returns.
     await writeFile(older, 'an older log');
-    const synced = new Set<number>();
-    const restore = await onDatasync(directory, (inode) => synced.add(inode));
-    try {
-      await store.flush();
-    } finally {
-      restore();
-    }
+    const synced = await flushNotingSyncs(store, directory);
     assert.ok(synced.has(statSync(older).ino), 'the older log still there after the wait was synced');
   });
 });
@@ -581,13 +587,7 @@ test('flush returns only once every LevelDB log but the current one is written o
     const value = 'v'.repeat(4_000);
     await writer.apply(...Array.from({ length: 750 }, (_, i) => writer.put(`key/a/${i}`, value)));
     await writer.apply(...Array.from({ length: 750 }, (_, i) => writer.put(`key/b/${i}`, value)));
-    const synced = new Set<number>();
-    const restore = await onDatasync(directory, (inode) => synced.add(inode));
-    try {
-      await store.flush();
-    } finally {
-      restore();
-    }
+    const synced = await flushNotingSyncs(store, directory);
     const logs = await databaseLogs(directory);
     assert.ok(logs.length > 0, 'LevelDB has a log');
     // The newest log is the current one, which the synced write covered; any older one must be gone or synced.
