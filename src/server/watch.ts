@@ -324,22 +324,18 @@ export class WatchHub {
    * a watcher that started since reads the batch from the store's history.
    */
   skip(revision: number): void {
-    this.advanceUndispatched(revision);
-  }
-
-  /** The store was replaced by a snapshot: every watcher catches up from the new store's history. */
-  resync(revision: number): void {
-    const previous = this.revision;
-    this.advanceUndispatched(revision);
-    log('store replaced at revision %d (was %d): %d watchers catch up', revision, previous, this.all.size);
-  }
-
-  private advanceUndispatched(revision: number): void {
     const previous = this.revision;
     this.revision = revision;
     // The events in between were never dispatched: the recent window restarts here.
     this.restartRecent(revision);
     for (const watch of this.all) if (watch.synced) watch.fallBehind(previous + 1);
+  }
+
+  /** The store was replaced by a snapshot: every watcher catches up from the new store's history. */
+  resync(revision: number): void {
+    const previous = this.revision;
+    this.skip(revision);
+    log('store replaced at revision %d (was %d): %d watchers catch up', revision, previous, this.all.size);
   }
 
   /** The member stopped: every watcher ends with `error` once its buffer is drained. */
