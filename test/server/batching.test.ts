@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { ProposalTracker, RecentIds } from '../../src/server/proposals.ts';
 import { ReadIndexBatcher } from '../../src/server/read-index.ts';
 import { decodeProposal, encodeProposal } from '../../src/server/codec.ts';
+import { createRandom } from '../../src/raft/random.ts';
 
 test('proposal tracker: resolves by sequence, expires as outcome unknown, bounded', async () => {
   const tracker = new ProposalTracker<string>(2);
@@ -15,6 +16,78 @@ test('proposal tracker: resolves by sequence, expires as outcome unknown, bounde
   await assert.rejects(b.promise, { code: 'RAFTKV_OUTCOME_UNKNOWN' });
   assert.equal(tracker.size, 0);
   tracker.resolve(b.sequence, 'late'); // ignored: already expired
+});
+
+const TRACKER_SEEDS = process.env['TRACKER_SEED'] === undefined ? [1, 2, 3, 4, 5] : [Number(process.env['TRACKER_SEED'])];
+
+test('proposal tracker: matches a map of waiters through growth, skipped slots, stale sequences and expiry (seeded)', async () => {
+  for (const seed of TRACKER_SEEDS) {
+    const replay = `seed ${seed} (replay: TRACKER_SEED=${seed} npm test -- server/batching)`;
+    const random = createRandom(seed);
+    const tracker = new ProposalTracker<number>(300);
+    const model = new Map<number, { deadlineMs: number; outcome: { settled: 'resolved' | 'rejected' | undefined; value: unknown } }>();
+    const finished: number[] = []; // sequences resolved, rejected or expired: later calls on them must do nothing
+    const expected = new Map<number, { outcome: { settled: string | undefined; value: unknown }; settled: string; value: unknown }>();
+    const sequencesSeen = new Set<number>();
+    let nowMs = 0;
+    for (let step = 0; step < 20_000; step++) {
+      const choice = random(100);
+      // Phases: mostly registering (the table grows past 256 slots), then mostly settling.
+      const registering = step % 4_000 < 2_500 ? 60 : 25;
+      if (choice < registering) {
+        if (model.size >= 300) {
+          assert.throws(() => tracker.register(nowMs + 1), { code: 'RAFTKV_PROPOSAL_DROPPED' }, replay);
+          continue;
+        }
+        const deadlineMs = nowMs + 1 + random(500);
+        const { sequence, promise } = tracker.register(deadlineMs);
+        assert.ok(Number.isSafeInteger(sequence) && sequence > 0 && !sequencesSeen.has(sequence), `${replay}: sequence ${sequence} is new`);
+        sequencesSeen.add(sequence);
+        const outcome: { settled: 'resolved' | 'rejected' | undefined; value: unknown } = { settled: undefined, value: undefined };
+        promise.then(
+          (value) => Object.assign(outcome, { settled: 'resolved', value }),
+          (error: { code?: string }) => Object.assign(outcome, { settled: 'rejected', value: error.code }),
+        );
+        model.set(sequence, { deadlineMs, outcome });
+      } else if (choice < 85 && model.size > 0) {
+        const sequences = [...model.keys()];
+        const sequence = sequences[random(sequences.length)]!;
+        const outcome = model.get(sequence)!.outcome;
+        if (random(2) === 0) {
+          tracker.resolve(sequence, step);
+          expected.set(sequence, { outcome, settled: 'resolved', value: step });
+        } else {
+          tracker.reject(sequence, Object.assign(new Error('refused'), { code: 'REFUSED' }));
+          expected.set(sequence, { outcome, settled: 'rejected', value: 'REFUSED' });
+        }
+        finished.push(sequence);
+        model.delete(sequence);
+      } else if (choice < 92 && finished.length > 0) {
+        // A late answer for a settled sequence (or one never issued) must not touch any waiter.
+        const stale = random(3) === 0 ? random(2 ** 40) + 2 ** 41 : finished[random(finished.length)]!;
+        if (random(2) === 0) tracker.resolve(stale, -1);
+        else tracker.reject(stale, new Error('stale'));
+      } else {
+        nowMs += random(120);
+        tracker.expire(nowMs);
+        for (const [sequence, entry] of model) {
+          if (entry.deadlineMs <= nowMs) {
+            expected.set(sequence, { outcome: entry.outcome, settled: 'rejected', value: 'RAFTKV_OUTCOME_UNKNOWN' });
+            model.delete(sequence);
+            finished.push(sequence);
+          }
+        }
+      }
+      assert.equal(tracker.size, model.size, replay);
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+    for (const [sequence, entry] of model) assert.equal(entry.outcome.settled, undefined, `${replay}: ${sequence} still waits`);
+    for (const [sequence, { outcome, settled, value }] of expected) assert.deepEqual(outcome, { settled, value }, `${replay}: ${sequence}`);
+    tracker.rejectAll(() => Object.assign(new Error('closed'), { code: 'CLOSED' }));
+    assert.equal(tracker.size, 0, replay);
+    await new Promise((resolve) => setImmediate(resolve));
+    for (const [sequence, entry] of model) assert.deepEqual(entry.outcome, { settled: 'rejected', value: 'CLOSED' }, `${replay}: ${sequence}`);
+  }
 });
 
 test('recent ids: remembers the latest, forgets the oldest first, never grows past its capacity', () => {
