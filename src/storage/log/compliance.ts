@@ -105,6 +105,23 @@ export function logStorageSuite(options: LogStorageSuiteOptions): void {
       return r;
     }));
 
+  test(`${label}: entries read back whole after the caller reuses the buffers it saved`, () =>
+    withStorage(factory, async (s) => {
+      await s.bootstrap(conf);
+      // Data views into one shared buffer, as entries decoded from one received frame are.
+      const frame = new TextEncoder().encode('aaaabbbbcc');
+      const views = [frame.subarray(0, 4), frame.subarray(4, 8), frame.subarray(8, 10), frame.subarray(10, 10)];
+      await s.save({ snapshot: null, entries: views.map((data, i) => ({ index: 2 + i, term: 2, type: 0, data })), hardState: null, sync: true });
+      frame.fill(0x7a);
+      await s.save({ snapshot: null, entries: range(6, 7, 2), hardState: null, sync: true });
+      await s.save({ snapshot: null, entries: range(7, 8, 3), hardState: null, sync: true });
+      const r = await again(s);
+      const read = r.entries(2, 9, Infinity);
+      assert.deepEqual(read.map((e) => new TextDecoder().decode(e.data)), ['aaaa', 'bbbb', 'cc', '', 'e6t2', 'e7t3', 'e8t3']);
+      assert.deepEqual(read.map((e) => [e.index, e.term, e.type]), [[2, 2, 0], [3, 2, 0], [4, 2, 0], [5, 2, 0], [6, 2, 0], [7, 3, 0], [8, 3, 0]]);
+      return r;
+    }));
+
   test(`${label}: invalid appends are refused and change nothing`, () =>
     withStorage(factory, async (s) => {
       await s.bootstrap(conf);

@@ -5,16 +5,18 @@
 
 import { assert, InvalidArgumentError, LogCompactedError, LogUnavailableError, NodeStoppedError } from '../../raft/errors.ts';
 import type { InitialState } from '../../raft/storage.ts';
+import { EntryType } from '../../raft/types.ts';
 import type { ConfState, Entry, HardState, SnapshotMetadata } from '../../raft/types.ts';
 import type { LogStorage, LogUpdate } from './types.ts';
 
 const EMPTY_CONF: ConfState = { voters: [], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
+const NO_BYTES = new Uint8Array(0);
 
 export class MemoryLogStorage implements LogStorage {
   private hardState: HardState = { term: 0, vote: 0, commit: 0 };
   private latestSnapshot: SnapshotMetadata = { index: 0, term: 0, confState: EMPTY_CONF };
-  /** entries[i] has index compactedIndex + 1 + i; compactedIndex/compactedTerm is the dummy before them. */
-  private entriesList: Entry[] = [];
+  /** Position i holds index compactedIndex + 1 + i (compactedIndex/compactedTerm is the dummy before them). */
+  private columns = new EntryColumns();
   private compactedIndex = 0;
   private compactedTerm = 0;
   private written = false;
@@ -32,10 +34,11 @@ export class MemoryLogStorage implements LogStorage {
     const result: Entry[] = [];
     let bytes = 0;
     for (let index = lo; index < hi; index++) {
-      const entry = this.entriesList[index - this.compactedIndex - 1]!;
-      if (result.length > 0 && bytes + entry.data.length > maxBytes) break;
-      result.push(entry);
-      bytes += entry.data.length;
+      const position = index - this.compactedIndex - 1;
+      const length = this.columns.dataLength(position);
+      if (result.length > 0 && bytes + length > maxBytes) break;
+      result.push(this.columns.entry(position, index));
+      bytes += length;
     }
     return result;
   }
@@ -45,7 +48,7 @@ export class MemoryLogStorage implements LogStorage {
     if (index < this.compactedIndex) throw new LogCompactedError(index, this.firstIndex());
     if (index > this.lastIndex()) throw new LogUnavailableError(index, this.lastIndex());
     if (index === this.compactedIndex) return this.compactedTerm;
-    return this.entriesList[index - this.compactedIndex - 1]!.term;
+    return this.columns.term(index - this.compactedIndex - 1);
   }
 
   firstIndex(): number {
@@ -53,7 +56,7 @@ export class MemoryLogStorage implements LogStorage {
   }
 
   lastIndex(): number {
-    return this.compactedIndex + this.entriesList.length;
+    return this.compactedIndex + this.columns.length;
   }
 
   snapshot(): SnapshotMetadata {
@@ -105,12 +108,11 @@ export class MemoryLogStorage implements LogStorage {
       this.latestSnapshot = snapshot;
       this.compactedIndex = snapshot.index;
       this.compactedTerm = snapshot.term;
-      this.entriesList = [];
+      this.columns.truncate(0);
     }
     if (entries.length > 0) {
-      const keep = entries[0]!.index - this.compactedIndex - 1;
-      this.entriesList.length = keep;
-      for (const entry of entries) this.entriesList.push(entry);
+      this.columns.truncate(entries[0]!.index - this.compactedIndex - 1);
+      this.columns.appendCopies(entries);
     }
     if (update.hardState !== null) this.hardState = update.hardState;
     this.written = true;
@@ -158,7 +160,7 @@ export class MemoryLogStorage implements LogStorage {
   compactSync(compactIndex: number): void {
     if (!this.validateCompact(compactIndex)) return;
     const term = this.term(compactIndex);
-    this.entriesList = this.entriesList.slice(compactIndex - this.compactedIndex);
+    this.columns.dropFirst(compactIndex - this.compactedIndex);
     this.compactedIndex = compactIndex;
     this.compactedTerm = term;
     assert(this.firstIndex() === compactIndex + 1, 'compaction left the wrong first index');
@@ -189,7 +191,7 @@ export class MemoryLogStorage implements LogStorage {
     view.latestSnapshot = state.snapshot;
     view.compactedIndex = state.compactedIndex;
     view.compactedTerm = state.compactedTerm;
-    view.entriesList = state.entries;
+    view.columns.appendCopies(state.entries);
     view.written = state.written;
     return view;
   }
@@ -199,7 +201,7 @@ export class MemoryLogStorage implements LogStorage {
     const copy = new MemoryLogStorage();
     copy.hardState = this.hardState;
     copy.latestSnapshot = this.latestSnapshot;
-    copy.entriesList = this.entriesList.slice();
+    copy.columns = this.columns.clone();
     copy.compactedIndex = this.compactedIndex;
     copy.compactedTerm = this.compactedTerm;
     copy.written = this.written;
@@ -213,5 +215,129 @@ export class MemoryLogStorage implements LogStorage {
 
   private ensureOpen(): void {
     if (this.closed) throw new NodeStoppedError('the log storage is closed');
+  }
+}
+
+/** Slots in a new log's columns; they double when full and halve when under a quarter is in use. */
+const INITIAL_SLOTS = 1024;
+
+/**
+ * A log's entries column by column, in a ring of typed arrays: position i
+ * is slot (head + i) modulo the capacity, its data `lengths` bytes at
+ * `offsets` in `buffers` (each save's data copied into one buffer of its
+ * own, which no one writes afterwards). Entry objects are built when read.
+ * A log that kept the Entry objects it was handed, and their data views into
+ * received frames, kept two objects per entry alive until compaction 10,000
+ * or more entries later: each was promoted out of the young generation and
+ * later collected by a major GC. Growing arrays of numbers cost that too
+ * (each push past the end reallocates), hence the ring.
+ */
+class EntryColumns {
+  private terms = new Float64Array(INITIAL_SLOTS);
+  private types = new Uint8Array(INITIAL_SLOTS);
+  private offsets = new Float64Array(INITIAL_SLOTS);
+  private lengths = new Float64Array(INITIAL_SLOTS);
+  private buffers: (Uint8Array | undefined)[] = new Array<undefined>(INITIAL_SLOTS).fill(undefined);
+  private head = 0;
+  private count = 0;
+
+  get length(): number {
+    return this.count;
+  }
+
+  term(position: number): number {
+    return this.terms[this.slot(position)]!;
+  }
+
+  dataLength(position: number): number {
+    return this.lengths[this.slot(position)]!;
+  }
+
+  entry(position: number, index: number): Entry {
+    const slot = this.slot(position);
+    const offset = this.offsets[slot]!;
+    return { term: this.terms[slot]!, index, type: this.types[slot] as EntryType, data: this.buffers[slot]!.subarray(offset, offset + this.lengths[slot]!) };
+  }
+
+  /** Appends the entries, their data copied into one new buffer. */
+  appendCopies(entries: readonly Entry[]): void {
+    let bytes = 0;
+    for (const entry of entries) bytes += entry.data.length;
+    const buffer = bytes === 0 ? NO_BYTES : new Uint8Array(bytes);
+    let offset = 0;
+    for (const entry of entries) {
+      if (this.count === this.terms.length) this.resize(this.terms.length * 2);
+      const slot = (this.head + this.count) & (this.terms.length - 1);
+      assert(entry.type === EntryType.Normal || entry.type === EntryType.ConfChange, () => `entry ${entry.index} has unknown type ${entry.type}`);
+      buffer.set(entry.data, offset);
+      this.terms[slot] = entry.term;
+      this.types[slot] = entry.type;
+      this.buffers[slot] = buffer;
+      this.offsets[slot] = offset;
+      this.lengths[slot] = entry.data.length;
+      offset += entry.data.length;
+      this.count += 1;
+    }
+    assert(offset === bytes, 'copied a different number of bytes than the entries hold');
+  }
+
+  /** Keeps the first `count` positions. */
+  truncate(count: number): void {
+    assert(count >= 0 && count <= this.count, () => `cannot keep ${count} of ${this.count} entries`);
+    for (let position = count; position < this.count; position++) this.buffers[this.slot(position)] = undefined;
+    this.count = count;
+  }
+
+  /** Forgets the first `count` positions. */
+  dropFirst(count: number): void {
+    assert(count >= 0 && count <= this.count, () => `cannot drop ${count} of ${this.count} entries`);
+    for (let position = 0; position < count; position++) this.buffers[this.slot(position)] = undefined;
+    this.head = (this.head + count) & (this.terms.length - 1);
+    this.count -= count;
+    if (this.terms.length > INITIAL_SLOTS && this.count < this.terms.length / 4) this.resize(this.terms.length / 2);
+  }
+
+  clone(): EntryColumns {
+    const copy = new EntryColumns();
+    copy.resize(this.terms.length);
+    for (let position = 0; position < this.count; position++) {
+      const from = this.slot(position);
+      copy.terms[position] = this.terms[from]!;
+      copy.types[position] = this.types[from]!;
+      copy.buffers[position] = this.buffers[from]; // never written after its save: shared
+      copy.offsets[position] = this.offsets[from]!;
+      copy.lengths[position] = this.lengths[from]!;
+    }
+    copy.count = this.count;
+    return copy;
+  }
+
+  private slot(position: number): number {
+    assert(position >= 0 && position < this.count, () => `position ${position} outside the ${this.count} entries held`);
+    return (this.head + position) & (this.terms.length - 1);
+  }
+
+  /** Moves the entries to columns of `capacity` slots (a power of two, at least count), from slot 0. */
+  private resize(capacity: number): void {
+    assert(capacity >= this.count && (capacity & (capacity - 1)) === 0, () => `cannot hold ${this.count} entries in ${capacity} slots`);
+    const terms = new Float64Array(capacity);
+    const types = new Uint8Array(capacity);
+    const offsets = new Float64Array(capacity);
+    const lengths = new Float64Array(capacity);
+    const buffers = new Array<Uint8Array | undefined>(capacity).fill(undefined);
+    for (let position = 0; position < this.count; position++) {
+      const from = this.slot(position);
+      terms[position] = this.terms[from]!;
+      types[position] = this.types[from]!;
+      offsets[position] = this.offsets[from]!;
+      lengths[position] = this.lengths[from]!;
+      buffers[position] = this.buffers[from];
+    }
+    this.terms = terms;
+    this.types = types;
+    this.offsets = offsets;
+    this.lengths = lengths;
+    this.buffers = buffers;
+    this.head = 0;
   }
 }
