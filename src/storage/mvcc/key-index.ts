@@ -2,8 +2,7 @@
 // each key to its revision history, oldest first. A history is a run of
 // generations, each ended by a tombstone. The value of a key's latest live
 // revision stays in memory (reads at the current revision never touch the
-// disk), copied into the index's value arena; older values live only in the
-// rows on disk.
+// disk); older values live only in the rows on disk.
 
 import * as sortedBtree from 'sorted-btree';
 import { assert } from '../../raft/errors.ts';
@@ -58,15 +57,12 @@ const PACKED_FIELDS = 5;
  */
 export class KeyHistory {
   private revisions: number[] = emptyDoubles();
-  /** Where the latest revision's value is (a tombstone's is empty); valueChunk is undefined while the history is empty. */
-  valueChunk: ValueChunk | undefined;
-  valueOffset = 0;
-  valueLength = 0;
+  /** The latest revision's value (a tombstone's is empty); undefined while the history is empty. */
+  private latestValue: Uint8Array | undefined;
 
   constructor(
     readonly key: Uint8Array,
     first: RevisionRecord,
-    private readonly values: ValueArena = new ValueArena(),
   ) {
     this.push(first);
   }
@@ -113,7 +109,7 @@ export class KeyHistory {
       version: revisions[base + 3] as number,
       lease: revisions[base + 4] as number,
       tombstone: (revisions[base + 1] as number) < 0,
-      value: position === count - 1 ? this.latestValue() : undefined,
+      value: position === count - 1 ? this.latestValue : undefined,
     };
   }
 
@@ -125,13 +121,7 @@ export class KeyHistory {
       assert(lastMain < record.main || (lastMain === record.main && this.subAt(count - 1) < record.sub), 'index revisions must be appended in increasing order');
     }
     this.revisions.push(record.main, record.tombstone ? -1 - record.sub : record.sub, record.createRevision, record.version, record.lease);
-    this.values.store(this, record.value);
-  }
-
-  /** A view of the latest revision's value in the arena (undefined while the history is empty). */
-  private latestValue(): Uint8Array | undefined {
-    const chunk = this.valueChunk;
-    return chunk === undefined ? undefined : chunk.bytes.subarray(this.valueOffset, this.valueOffset + this.valueLength);
+    this.latestValue = record.value;
   }
 
   /** Removes the `count` oldest revisions, reporting each to `dropped`. */
@@ -139,7 +129,7 @@ export class KeyHistory {
     assert(count >= 0 && count <= this.length, `cannot drop ${count} of ${this.length} revisions`);
     for (let position = 0; position < count; position++) dropped.push({ main: this.mainAt(position), sub: this.subAt(position) });
     this.revisions.splice(0, count * PACKED_FIELDS);
-    if (this.revisions.length === 0) this.values.store(this, undefined);
+    if (this.revisions.length === 0) this.latestValue = undefined;
   }
 }
 
@@ -192,89 +182,7 @@ export function unreachableCount(history: KeyHistory, compactRevision: number): 
   return record.tombstone || shadowed ? below + 1 : below;
 }
 
-/** Bytes in each chunk of a value arena; a value over a quarter of that gets a chunk of its own. */
-const VALUE_CHUNK_BYTES = 256 * 1024;
-
-/** A run of bytes holding values, written once in order; `live` of its `used` bytes are still some history's value. */
-export class ValueChunk {
-  used = 0;
-  live = 0;
-  /** Whether its live values were moved out: no history refers to it any more. */
-  moved = false;
-  /** Every history that stored a value here (those that moved on since are skipped when it is moved). */
-  readonly holders: KeyHistory[] = [];
-  constructor(readonly bytes: Uint8Array) {}
-}
-
-const EMPTY_VALUE = new ValueChunk(new Uint8Array(0));
-
-/**
- * Where an index keeps its keys' latest values: copied into shared chunks
- * in the order they are written. A chunk that is not being filled moves its
- * live values to the chunk being filled once under half its bytes are live,
- * so the arena holds at most about twice the live values' bytes, and each
- * written byte is copied again at most about once. Keeping the value as
- * handed in (a view into the proposal, itself a view into a received frame)
- * made each put leave one view behind to be promoted and later collected by
- * a major GC, and a value never overwritten kept its whole frame alive.
- * Views a reader was given stay valid: a chunk's bytes never change.
- */
-export class ValueArena {
-  private current = new ValueChunk(new Uint8Array(VALUE_CHUNK_BYTES));
-
-  /** Makes `value` (or none) the history's value, letting go of the one it had. */
-  store(history: KeyHistory, value: Uint8Array | undefined): void {
-    const previous = history.valueChunk;
-    const previousLength = history.valueLength;
-    this.place(history, value);
-    if (previous !== undefined) this.release(previous, previousLength);
-  }
-
-  private place(history: KeyHistory, value: Uint8Array | undefined): void {
-    if (value === undefined || value.length === 0) {
-      history.valueChunk = value === undefined ? undefined : EMPTY_VALUE;
-      history.valueOffset = 0;
-      history.valueLength = 0;
-      return;
-    }
-    let chunk = this.current;
-    if (value.length > VALUE_CHUNK_BYTES / 4) {
-      chunk = new ValueChunk(new Uint8Array(value.length));
-    } else if (chunk.used + value.length > chunk.bytes.length) {
-      chunk = this.current = new ValueChunk(new Uint8Array(VALUE_CHUNK_BYTES));
-    }
-    chunk.bytes.set(value, chunk.used);
-    history.valueChunk = chunk;
-    history.valueOffset = chunk.used;
-    history.valueLength = value.length;
-    chunk.used += value.length;
-    chunk.live += value.length;
-    chunk.holders.push(history);
-  }
-
-  private release(chunk: ValueChunk, length: number): void {
-    if (chunk === EMPTY_VALUE) return;
-    assert(!chunk.moved && chunk.live >= length, 'released a value its chunk does not hold');
-    chunk.live -= length;
-    if (chunk !== this.current && chunk.live * 2 < chunk.used) this.move(chunk);
-  }
-
-  /** Copies the chunk's live values to the current chunk; nothing refers to it afterwards. */
-  private move(chunk: ValueChunk): void {
-    chunk.moved = true;
-    let moved = 0;
-    for (const holder of chunk.holders) {
-      if (holder.valueChunk !== chunk) continue;
-      moved += holder.valueLength;
-      this.place(holder, chunk.bytes.subarray(holder.valueOffset, holder.valueOffset + holder.valueLength));
-    }
-    assert(moved === chunk.live, 'a moved chunk held other values than it counted');
-  }
-}
-
 export class KeyIndex {
-  /** The latest value of every key; replaced by clear(). */
-  private values = new ValueArena();
   private readonly tree = new SortedMapClass<string, KeyHistory>(undefined, compareStrings);
   /**
    * The same histories by key, for point lookups: every put and every
@@ -297,9 +205,7 @@ export class KeyIndex {
    */
   append(indexKey: string, key: Uint8Array, record: RevisionRecord, known: KeyHistory | undefined = this.byKey.get(indexKey)): void {
     if (known === undefined) {
-      // A key that arrived as a view into a larger buffer (a proposal in a received frame) is copied: the view would
-      // keep all of that buffer alive for as long as the key is indexed.
-      const history = new KeyHistory(key.byteLength === key.buffer.byteLength ? key : key.slice(), record, this.values);
+      const history = new KeyHistory(key, record);
       this.tree.set(indexKey, history);
       this.byKey.set(indexKey, history);
     } else {
@@ -364,6 +270,5 @@ export class KeyIndex {
   clear(): void {
     this.tree.clear();
     this.byKey.clear();
-    this.values = new ValueArena();
   }
 }
