@@ -6,7 +6,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { KeyHistory } from '../../src/storage/mvcc/key-index.ts';
+import { KeyHistory, KeyIndex } from '../../src/storage/mvcc/key-index.ts';
 import type { RevisionRecord } from '../../src/storage/mvcc/key-index.ts';
 
 const put = (main: number, sub: number, createRevision: number, version: number, lease: number, value: Uint8Array): RevisionRecord => ({
@@ -83,4 +83,16 @@ test('dropping the oldest revisions reports them and keeps the rest; dropping al
   assert.deepEqual(dropped.at(-1), { main: 3, sub: 0 });
   assert.throws(() => history.latest, /empty history/);
   assert.throws(() => history.dropOldest(1, dropped), /cannot drop/);
+});
+
+test('the index copies a new key that is a view into a larger buffer, so it does not keep that buffer alive', () => {
+  const index = new KeyIndex();
+  const frame = Uint8Array.of(1, 0x6b, 0x65, 0x79, 2);
+  index.append('key', frame.subarray(1, 4), put(1, 0, 1, 1, 0, Uint8Array.of(7)));
+  frame.fill(0);
+  assert.deepEqual(index.history('key')!.key, Uint8Array.of(0x6b, 0x65, 0x79));
+  assert.equal(index.history('key')!.key.buffer.byteLength, 3, 'a copy of its own, not the frame');
+  const own = Uint8Array.of(0x6a);
+  index.append('j', own, put(2, 0, 2, 1, 0, Uint8Array.of(8)));
+  assert.equal(index.history('j')!.key, own, 'a key with a buffer of its own is kept as is');
 });

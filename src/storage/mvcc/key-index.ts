@@ -205,7 +205,9 @@ export class KeyIndex {
    */
   append(indexKey: string, key: Uint8Array, record: RevisionRecord, known: KeyHistory | undefined = this.byKey.get(indexKey)): void {
     if (known === undefined) {
-      const history = new KeyHistory(key, record);
+      // A key that arrived as a view into a larger buffer (a proposal in a received frame) is copied: the view would
+      // keep all of that buffer alive for as long as the key is indexed.
+      const history = new KeyHistory(key.byteLength === key.buffer.byteLength ? key : key.slice(), record);
       this.tree.set(indexKey, history);
       this.byKey.set(indexKey, history);
     } else {
