@@ -187,6 +187,44 @@ test('a read in flight keeps the rows it needs while compaction deletes them', a
   });
 });
 
+test('reads in flight keep their rows while compaction deletes them, also in slots freed by earlier reads', async () => {
+  await withStore(async (store) => {
+    const writer = new Writer(() => store);
+    for (let i = 0; i < 50; i++) await writer.apply(writer.put(`k${i % 5}`, `v${i}`));
+    const read = (revision: number) => store.range({ key: bytes('k'), rangeEnd: bytes('l'), revision });
+    const expected = (revision: number) => [0, 1, 2, 3, 4].map((k) => `v${Math.floor((revision - 1 - k) / 5) * 5 + k}`);
+    // Hold the fetches of the first reads until the compaction has had every chance to delete their rows.
+    const db = (store as unknown as { db: { getMany: (...args: unknown[]) => Promise<unknown> } }).db;
+    const getMany = db.getMany.bind(db);
+    let open = (): void => {};
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    db.getMany = async (...args: unknown[]) => {
+      await gate;
+      return getMany(...args);
+    };
+    const first = [10, 11, 12, 13, 14, 15].map((revision) => ({ revision, reading: read(revision) }));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    open();
+    for (const { revision, reading } of first.slice(0, 3)) assert.deepEqual((await reading).kvs.map((kv) => text(kv.value)), expected(revision));
+    // These take the slots the settled reads freed.
+    let release = (): void => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    db.getMany = async (...args: unknown[]) => {
+      await held;
+      return getMany(...args);
+    };
+    const second = [16, 17, 18].map((revision) => ({ revision, reading: read(revision) }));
+    await writer.apply({ type: 'compact', revision: 50 });
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the compaction runs meanwhile, unless it waits for these reads
+    release();
+    for (const { revision, reading } of [...first.slice(3), ...second]) {
+      assert.deepEqual((await reading).kvs.map((kv) => text(kv.value)), expected(revision), `read at ${revision}`);
+    }
+    await store.compactionSettled();
+    await assert.rejects(read(18), { code: 'RAFTKV_COMPACTED' });
+  });
+});
+
 test('applyBatch with events: false answers the same without events; a bad option is refused before anything applies', async () => {
   await withStore(async (store) => {
     const put = (key: string, value: string, prevKv = false): WriteRequest => ({ type: 'put', key: bytes(key), value: bytes(value), ...(prevKv ? { prevKv: true } : {}) });

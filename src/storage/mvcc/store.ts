@@ -284,7 +284,16 @@ export class MvccStore {
   private failure: Error | null = null;
   private closed = false;
   private applying = false;
-  private readonly readsInFlight = new Set<Promise<unknown>>();
+  /**
+   * Reads in flight, each in a slot of one long-lived array (free slots
+   * listed in `freeReadSlots`), so the compaction and a restore can wait for
+   * the reads that started before them. Not a Set: a Set that gains and
+   * loses a promise per read replaces its table every few hundred reads, and
+   * each obsolete table, once promoted, links to its successor and keeps the
+   * young reads in it alive through the next scavenge (see proposals.ts).
+   */
+  private readonly readSlots: (Promise<unknown> | undefined)[] = [];
+  private readonly freeReadSlots: number[] = [];
   private pruning: Promise<void> | null = null;
   private prunedRevision = 0;
   private restoring: Promise<void> | null = null;
@@ -845,7 +854,7 @@ export class MvccStore {
     this.restoring = new Promise<void>((resolve) => (release = resolve));
     try {
       await this.stopPruning();
-      await Promise.allSettled([...this.readsInFlight]);
+      await this.readsInFlightSettled();
       await this.rowsLanded();
       const generation = this.generation + 1;
       const location = join(this.directory, `db-${generation}`);
@@ -887,7 +896,7 @@ export class MvccStore {
     if (this.closed) return;
     this.closed = true;
     await this.stopPruning();
-    await Promise.allSettled([...this.readsInFlight]);
+    await this.readsInFlightSettled();
     await this.rowsWritten;
     await this.db.close();
   }
@@ -957,7 +966,7 @@ export class MvccStore {
         if (step.dropped.length === 0) continue;
         // Reads that started before this step may still need the rows, and
         // a row still queued must land before its delete.
-        await Promise.allSettled([...this.readsInFlight]);
+        await this.readsInFlightSettled();
         await this.rowsWritten;
         if (this.stopRequested || this.closed || this.failure !== null) return;
         await this.write(
@@ -995,12 +1004,22 @@ export class MvccStore {
   }
 
   private track<T>(promise: Promise<T>): Promise<T> {
-    this.readsInFlight.add(promise);
+    const slot = this.freeReadSlots.pop() ?? this.readSlots.length;
+    assert(this.readSlots[slot] === undefined, 'a read slot is taken twice');
+    this.readSlots[slot] = promise;
     const forget = (): void => {
-      this.readsInFlight.delete(promise);
+      this.readSlots[slot] = undefined;
+      this.freeReadSlots.push(slot);
     };
     promise.then(forget, forget);
     return promise;
+  }
+
+  /** Settles once every read in flight now has settled (reads started later are not waited for). */
+  private readsInFlightSettled(): Promise<unknown> {
+    const reads: Promise<unknown>[] = [];
+    for (const read of this.readSlots) if (read !== undefined) reads.push(read);
+    return Promise.allSettled(reads);
   }
 
   /**
