@@ -15,7 +15,6 @@ interface Waiter {
 
 interface Round {
   readonly context: Uint8Array;
-  readonly key: string;
   readonly waiters: Waiter[];
   readonly sentAtMs: number;
   /** Known once the ReadState arrives. */
@@ -24,7 +23,12 @@ interface Round {
 
 export class ReadIndexBatcher {
   private next: Waiter[] = [];
-  private readonly sent = new Map<string, Round>();
+  /**
+   * The round in flight: at most one at a time. (A Map from context to round
+   * here gained and lost an entry per round, and its obsolete tables, once
+   * promoted, kept young rounds and their reads alive; see proposals.ts.)
+   */
+  private sent: Round | undefined;
   private readonly confirmed: Round[] = [];
   private counter = 0;
 
@@ -37,7 +41,7 @@ export class ReadIndexBatcher {
 
   get waiting(): number {
     let count = this.next.length;
-    for (const round of this.sent.values()) count += round.waiters.length;
+    if (this.sent !== undefined) count += this.sent.waiters.length;
     for (const round of this.confirmed) count += round.waiters.length;
     return count;
   }
@@ -54,31 +58,30 @@ export class ReadIndexBatcher {
 
   /** Opens a round for the reads waiting now, if any and if none is in flight. */
   takeRound(nowMs: number): Uint8Array | undefined {
-    if (this.next.length === 0 || this.sent.size > 0) return undefined;
+    if (this.next.length === 0 || this.sent !== undefined) return undefined;
     this.counter += 1;
     const context = new Uint8Array(12);
     const view = new DataView(context.buffer);
     view.setUint32(0, this.nodeId);
     view.setFloat64(4, this.counter);
-    const round: Round = { context, key: keyOf(context), waiters: this.next, sentAtMs: nowMs, index: -1 };
+    this.sent = { context, waiters: this.next, sentAtMs: nowMs, index: -1 };
     this.next = [];
-    this.sent.set(round.key, round);
     return context;
   }
 
   /** The core could not start the round (e.g. no leader): fail its reads. */
   failRound(context: Uint8Array, error: Error): void {
-    const round = this.sent.get(keyOf(context));
+    const round = this.sentWith(context);
     if (round === undefined) return;
-    this.sent.delete(round.key);
+    this.sent = undefined;
     for (const waiter of round.waiters) waiter.reject(error);
   }
 
   /** A ReadState arrived. */
   confirm(context: Uint8Array, index: number): void {
-    const round = this.sent.get(keyOf(context));
+    const round = this.sentWith(context);
     if (round === undefined) return; // a duplicate, or a round that already timed out
-    this.sent.delete(round.key);
+    this.sent = undefined;
     round.index = index;
     this.confirmed.push(round);
   }
@@ -108,14 +111,15 @@ export class ReadIndexBatcher {
       return true;
     };
     this.next = this.next.filter((w) => !expired(w));
-    for (const [key, round] of this.sent) {
+    const round = this.sent;
+    if (round !== undefined) {
       const live = round.waiters.filter((w) => !expired(w));
       round.waiters.length = 0;
       round.waiters.push(...live);
       if (live.length === 0) {
-        this.sent.delete(key);
+        this.sent = undefined;
       } else if (nowMs - round.sentAtMs > roundRetryMs) {
-        this.sent.delete(key);
+        this.sent = undefined;
         this.next.unshift(...live);
       }
     }
@@ -128,23 +132,29 @@ export class ReadIndexBatcher {
 
   /** Re-queues the reads of rounds still in flight (e.g. after a leader change). */
   retryInFlight(): void {
-    for (const round of this.sent.values()) this.next.unshift(...round.waiters);
-    this.sent.clear();
+    if (this.sent !== undefined) this.next.unshift(...this.sent.waiters);
+    this.sent = undefined;
+  }
+
+  /** The round in flight, if `context` is its context. */
+  private sentWith(context: Uint8Array): Round | undefined {
+    const round = this.sent;
+    return round !== undefined && sameBytes(round.context, context) ? round : undefined;
   }
 
   rejectAll(makeError: () => Error): void {
     const all = [...this.next];
-    for (const round of this.sent.values()) all.push(...round.waiters);
+    if (this.sent !== undefined) all.push(...this.sent.waiters);
     for (const round of this.confirmed) all.push(...round.waiters);
     this.next = [];
-    this.sent.clear();
+    this.sent = undefined;
     this.confirmed.length = 0;
     for (const waiter of all) waiter.reject(makeError());
   }
 }
 
-function keyOf(context: Uint8Array): string {
-  let key = '';
-  for (const byte of context) key += byte.toString(16).padStart(2, '0');
-  return key;
+function sameBytes(left: Uint8Array, right: Uint8Array): boolean {
+  if (left.length !== right.length) return false;
+  for (let i = 0; i < left.length; i++) if (left[i] !== right[i]) return false;
+  return true;
 }
