@@ -6,6 +6,7 @@
 // the read index must be fixed after the read began.
 
 import { assert, TimeoutError } from '../raft/errors.ts';
+import { bytesEqual } from '../storage/mvcc/keys.ts';
 
 interface Waiter {
   readonly resolve: () => void;
@@ -139,7 +140,7 @@ export class ReadIndexBatcher {
   /** The round in flight, if `context` is its context. */
   private sentWith(context: Uint8Array): Round | undefined {
     const round = this.sent;
-    return round !== undefined && sameBytes(round.context, context) ? round : undefined;
+    return round !== undefined && bytesEqual(round.context, context) ? round : undefined;
   }
 
   rejectAll(makeError: () => Error): void {
@@ -151,10 +152,4 @@ export class ReadIndexBatcher {
     this.confirmed.length = 0;
     for (const waiter of all) waiter.reject(makeError());
   }
-}
-
-function sameBytes(left: Uint8Array, right: Uint8Array): boolean {
-  if (left.length !== right.length) return false;
-  for (let i = 0; i < left.length; i++) if (left[i] !== right[i]) return false;
-  return true;
 }

@@ -34,11 +34,10 @@ export class MemoryLogStorage implements LogStorage {
     const result: Entry[] = [];
     let bytes = 0;
     for (let index = lo; index < hi; index++) {
-      const position = index - this.compactedIndex - 1;
-      const length = this.columns.dataLength(position);
-      if (result.length > 0 && bytes + length > maxBytes) break;
-      result.push(this.columns.entry(position, index));
-      bytes += length;
+      const entry = this.columns.entry(index - this.compactedIndex - 1, index);
+      if (result.length > 0 && bytes + entry.data.length > maxBytes) break;
+      result.push(entry);
+      bytes += entry.data.length;
     }
     return result;
   }
@@ -218,6 +217,14 @@ export class MemoryLogStorage implements LogStorage {
   }
 }
 
+interface Columns {
+  terms: Float64Array<ArrayBuffer>;
+  types: Uint8Array<ArrayBuffer>;
+  offsets: Float64Array<ArrayBuffer>;
+  lengths: Float64Array<ArrayBuffer>;
+  buffers: (Uint8Array | undefined)[];
+}
+
 /** Slots in a new log's columns; they double when full and halve when under a quarter is in use. */
 const INITIAL_SLOTS = 1024;
 
@@ -247,10 +254,6 @@ class EntryColumns {
 
   term(position: number): number {
     return this.terms[this.slot(position)]!;
-  }
-
-  dataLength(position: number): number {
-    return this.lengths[this.slot(position)]!;
   }
 
   entry(position: number, index: number): Entry {
@@ -299,15 +302,7 @@ class EntryColumns {
 
   clone(): EntryColumns {
     const copy = new EntryColumns();
-    copy.resize(this.terms.length);
-    for (let position = 0; position < this.count; position++) {
-      const from = this.slot(position);
-      copy.terms[position] = this.terms[from]!;
-      copy.types[position] = this.types[from]!;
-      copy.buffers[position] = this.buffers[from]; // never written after its save: shared
-      copy.offsets[position] = this.offsets[from]!;
-      copy.lengths[position] = this.lengths[from]!;
-    }
+    copy.adopt(this.laidOut(this.terms.length)); // the buffers are never written after their save: shared
     copy.count = this.count;
     return copy;
   }
@@ -319,25 +314,36 @@ class EntryColumns {
 
   /** Moves the entries to columns of `capacity` slots (a power of two, at least count), from slot 0. */
   private resize(capacity: number): void {
+    this.adopt(this.laidOut(capacity));
+  }
+
+  /** The entries copied into new columns of `capacity` slots, from slot 0. */
+  private laidOut(capacity: number): Columns {
     assert(capacity >= this.count && (capacity & (capacity - 1)) === 0, () => `cannot hold ${this.count} entries in ${capacity} slots`);
-    const terms = new Float64Array(capacity);
-    const types = new Uint8Array(capacity);
-    const offsets = new Float64Array(capacity);
-    const lengths = new Float64Array(capacity);
-    const buffers = new Array<Uint8Array | undefined>(capacity).fill(undefined);
+    const columns: Columns = {
+      terms: new Float64Array(capacity),
+      types: new Uint8Array(capacity),
+      offsets: new Float64Array(capacity),
+      lengths: new Float64Array(capacity),
+      buffers: new Array<Uint8Array | undefined>(capacity).fill(undefined),
+    };
     for (let position = 0; position < this.count; position++) {
       const from = this.slot(position);
-      terms[position] = this.terms[from]!;
-      types[position] = this.types[from]!;
-      offsets[position] = this.offsets[from]!;
-      lengths[position] = this.lengths[from]!;
-      buffers[position] = this.buffers[from];
+      columns.terms[position] = this.terms[from]!;
+      columns.types[position] = this.types[from]!;
+      columns.offsets[position] = this.offsets[from]!;
+      columns.lengths[position] = this.lengths[from]!;
+      columns.buffers[position] = this.buffers[from];
     }
-    this.terms = terms;
-    this.types = types;
-    this.offsets = offsets;
-    this.lengths = lengths;
-    this.buffers = buffers;
+    return columns;
+  }
+
+  private adopt(columns: Columns): void {
+    this.terms = columns.terms;
+    this.types = columns.types;
+    this.offsets = columns.offsets;
+    this.lengths = columns.lengths;
+    this.buffers = columns.buffers;
     this.head = 0;
   }
 }
