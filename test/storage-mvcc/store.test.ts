@@ -455,7 +455,96 @@ test('an apply answers before its rows land; reads, watch catch-up, hash, snapsh
     assert.equal(await get(store, 'b'), '1');
     assert.equal(await get(store, 'c'), '1');
     assert.equal(await get(store, 'd'), '1');
+  }, { rowsGatherMs: 0 }); // each write starts as soon as the one before it landed
+});
+
+/** Resolves true once the promise settles, false if it has not within the time. */
+const settlesWithinMs = (promise: Promise<unknown>, ms: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    const done = (): void => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    promise.then(done, done);
   });
+
+async function until(condition: () => boolean, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return true;
+}
+
+test('applied rows gather into one write until rowsGatherMs pass, rowsGatherBytes are queued, or someone needs them', async () => {
+  // A gathering wait far longer than the test: only a reader, the byte bound or close may end it.
+  await withStore(
+    async (first, _directory, reopen) => {
+      let store = first;
+      const writer = new Writer(() => store);
+      let held = holdWrites(store);
+      held.release(); // count the writes, do not hold them
+      await writer.apply(writer.put('a', '1'));
+      await writer.apply(writer.put('a', '2'));
+      await writer.apply(writer.put('b', '1'));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.deepEqual(held.writes, [], 'the rows are still gathering');
+      assert.equal(await get(store, 'a'), '2', 'a read at the current revision needs no row');
+      assert.deepEqual(held.writes, []);
+      const historical = get(store, 'a', 1);
+      assert.equal(await settlesWithinMs(historical, 10_000), true, 'a read that needs a row ends the wait');
+      assert.equal(await historical, '1');
+      assert.deepEqual(held.writes, [6], 'three applies went as one write: three rows and three metas');
+      held.restore();
+      // The byte bound: rows of 10 bytes wait; a 300-byte value takes the queue past 200 bytes and starts its write.
+      held = holdWrites(store);
+      held.release();
+      await writer.apply(writer.put('c', 'x'));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.deepEqual(held.writes, [], 'under rowsGatherBytes the rows wait');
+      await writer.apply(writer.put('d', 'y'.repeat(300)));
+      assert.equal(await until(() => held.writes.length === 1, 10_000), true, 'past rowsGatherBytes the write starts');
+      assert.deepEqual(held.writes, [4]);
+      held.restore();
+      // Close ends the wait too: the reopened store holds the last apply.
+      await writer.apply(writer.put('e', '1'));
+      assert.equal(await settlesWithinMs(store.close(), 10_000), true, 'close does not wait out the gathering');
+      store = await reopen();
+      assert.equal(await get(store, 'e'), '1');
+      assert.equal(store.appliedIndex(), writer.index);
+    },
+    { rowsGatherMs: 60_000, rowsGatherBytes: 200 },
+  );
+});
+
+test('gathered rows are written once rowsGatherMs have passed, with nobody waiting', async () => {
+  await withStore(
+    async (store) => {
+      const writer = new Writer(() => store);
+      await store.flush();
+      const held = holdWrites(store);
+      held.release();
+      await writer.apply(writer.put('a', '1'));
+      await writer.apply(writer.put('b', '1'));
+      assert.deepEqual(held.writes, [], 'the rows wait for the gathering to end');
+      assert.equal(await until(() => held.writes.length === 1, 10_000), true, 'then go by themselves');
+      assert.deepEqual(held.writes, [4], 'both applies in one write');
+      held.restore();
+    },
+    { rowsGatherMs: 100 },
+  );
+});
+
+test('the store refuses a rowsGatherMs that is negative, fractional or over a minute', async () => {
+  for (const rowsGatherMs of [-1, 0.5, 60_001, Number.NaN]) {
+    await assert.rejects(
+      withStore(async () => {}, { rowsGatherMs }),
+      (error: Error & { code?: string }) => error.code === 'RAFTKV_INVALID_ARGUMENT',
+      `rowsGatherMs ${rowsGatherMs}`,
+    );
+  }
 });
 
 test('applies wait for their rows once more than pendingRowBytesMax are queued', async () => {
