@@ -322,7 +322,7 @@ export class MvccStore {
    * and never rejects (a failed write fails the store).
    */
   private rowsWritten: Promise<void> = Promise.resolve();
-  /** Operations waiting for the write in flight; the next write takes them all. */
+  /** Operations gathering for the next write (it starts once release() was called and the write in flight landed). */
   private rowsQueued: { operations: BatchOperation[]; bytes: number; release: () => void } | null = null;
   private readonly rowsGatherMs: number;
   private readonly rowsGatherBytes: number;
