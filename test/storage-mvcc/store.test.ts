@@ -537,13 +537,21 @@ test('gathered rows are written once rowsGatherMs have passed, with nobody waiti
   );
 });
 
-test('the store refuses a rowsGatherMs that is negative, fractional or over a minute', async () => {
-  for (const rowsGatherMs of [-1, 0.5, 60_001, Number.NaN]) {
-    await assert.rejects(
-      withStore(async () => {}, { rowsGatherMs }),
-      (error: Error & { code?: string }) => error.code === 'RAFTKV_INVALID_ARGUMENT',
-      `rowsGatherMs ${rowsGatherMs}`,
-    );
+test('the store refuses a rowsGatherMs that is negative, fractional or over a minute, and leaves its database closed', async () => {
+  const directory = await mkdtemp(join(tmpdir(), 'raftkv-mvcc-'));
+  try {
+    for (const rowsGatherMs of [-1, 0.5, 60_001, Number.NaN]) {
+      await assert.rejects(
+        MvccStore.open(directory, { rowsGatherMs }),
+        (error: Error & { code?: string }) => error.code === 'RAFTKV_INVALID_ARGUMENT',
+        `rowsGatherMs ${rowsGatherMs}`,
+      );
+    }
+    // LevelDB locks its directory while open: a refused open that left it open would make this one fail.
+    const store = await MvccStore.open(directory);
+    await store.close();
+  } finally {
+    await rm(directory, { recursive: true, force: true });
   }
 });
 

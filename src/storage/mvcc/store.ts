@@ -382,9 +382,14 @@ export class MvccStore {
     await removeStaleDatabases(directory, generation);
     const db: Database = new ClassicLevel(join(directory, `db-${generation}`), { keyEncoding: 'view', valueEncoding: 'view' });
     await db.open();
-    const store = new MvccStore(directory, db, generation, options);
-    await store.rebuild();
-    return store;
+    try {
+      const store = new MvccStore(directory, db, generation, options);
+      await store.rebuild();
+      return store;
+    } catch (error) {
+      await db.close(); // bad options or rows that do not rebuild: nothing stays open
+      throw error;
+    }
   }
 
   appliedIndex(): number {
