@@ -61,6 +61,7 @@ test('rows in the first (msgpack) format still decode after an upgrade', async (
     const db = await openDatabase(directory);
     let rewritten = 0;
     for await (const [key, value] of db.iterator({ gte: Uint8Array.of(0x72), lt: Uint8Array.of(0x73) })) {
+      if (isMetaRow(key)) continue;
       await db.put(key, legacyRow(value));
       rewritten++;
     }
@@ -79,16 +80,39 @@ test('rows in the first (msgpack) format still decode after an upgrade', async (
   }
 });
 
-/** The rows of a closed store's database, by first key byte ('m', 'n', 't', 'u', ...). */
+/** A meta row among the revision rows: 'r', a revision, a sub of all ones. */
+const isMetaRow = (key: Uint8Array): boolean => key.length === 17 && key[0] === 0x72 && key.subarray(9).every((byte) => byte === 0xff);
+
+/** The rows of a closed store's database, by first key byte ('m', 'n', 'r', 't', 'u', 'z'), meta rows among the revision rows as 'meta'. */
 async function keyBytesOf(directory: string): Promise<Map<string, number>> {
   const db = await openDatabase(directory);
   const counts = new Map<string, number>();
-  for await (const key of db.keys()) counts.set(String.fromCharCode(key[0]!), (counts.get(String.fromCharCode(key[0]!)) ?? 0) + 1);
+  for await (const key of db.keys()) {
+    const kind = isMetaRow(key) ? 'meta' : String.fromCharCode(key[0]!);
+    counts.set(kind, (counts.get(kind) ?? 0) + 1);
+  }
   await db.close();
   return counts;
 }
 
-/** Moves a closed store's meta row ('t') and lease rows ('u') back to where the first layout kept them ('m', 'n'). */
+/** The counts of keyBytesOf but the meta rows' (how many writes left one depends on timing). */
+const withoutMeta = (counts: Map<string, number>): Record<string, number> => Object.fromEntries([...counts].filter(([kind]) => kind !== 'meta'));
+
+/** Moves a closed store's newest meta row to 't', where the second layout kept it, drops the older ones, and adds its sync marker 'z'. */
+async function toSecondLayout(directory: string): Promise<void> {
+  const db = await openDatabase(directory);
+  let newest: Uint8Array | undefined;
+  for await (const [key, value] of db.iterator({ gte: Uint8Array.of(0x72), lt: Uint8Array.of(0x73) })) {
+    if (!isMetaRow(key)) continue;
+    newest = value;
+    await db.del(key);
+  }
+  assert.ok(newest !== undefined, 'the store has a meta row');
+  await db.batch([{ type: 'put', key: Uint8Array.of(0x74), value: newest }, { type: 'put', key: Uint8Array.of(0x7a), value: Uint8Array.of(1) }]);
+  await db.close();
+}
+
+/** Moves a closed store in the second layout's meta row ('t') and lease rows ('u') back to where the first layout kept them ('m', 'n'). */
 async function toFirstLayout(directory: string): Promise<void> {
   const db = await openDatabase(directory);
   for await (const [key, value] of db.iterator({ gte: Uint8Array.of(0x74), lt: Uint8Array.of(0x76) })) {
@@ -96,11 +120,12 @@ async function toFirstLayout(directory: string): Promise<void> {
     moved[0] = key[0] === 0x74 ? 0x6d : 0x6e;
     await db.batch([{ type: 'put', key: moved, value }, { type: 'del', key }]);
   }
+  await db.del(Uint8Array.of(0x7a));
   await db.close();
 }
 
-/** A snapshot stream in the first format (meta and lease rows before the revision rows), as an older member sends it. */
-async function firstFormatSnapshot(directory: string): Promise<Uint8Array[]> {
+/** A snapshot stream as an older member sends it: the first format (meta and leases before the rows) or the second ('t' between rows and leases). */
+async function olderFormatSnapshot(directory: string, layout: 'first' | 'second'): Promise<Uint8Array[]> {
   const packr = new Packr({ useRecords: false, mapsAsObjects: true });
   const db = await openDatabase(directory);
   const digest = createHash('sha256');
@@ -111,67 +136,116 @@ async function firstFormatSnapshot(directory: string): Promise<Uint8Array[]> {
     return out;
   };
   const pairs: Uint8Array[][] = [];
-  for await (const [key, value] of db.iterator({ gte: Uint8Array.of(0x6d), lt: Uint8Array.of(0x73) })) {
+  const [gte, lt] = layout === 'first' ? [0x6d, 0x73] : [0x72, 0x76];
+  for await (const [key, value] of db.iterator({ gte: Uint8Array.of(gte), lt: Uint8Array.of(lt) })) {
     pairs.push([key, value]);
     digest.update(lengthPrefixed(key));
     digest.update(lengthPrefixed(value));
   }
   await db.close();
-  return [packr.pack({ format: 'raftkv-mvcc-snapshot/1' }), packr.pack({ pairs }), packr.pack({ end: true, rows: pairs.length, sha256: digest.digest('hex') })];
+  const format = layout === 'first' ? 'raftkv-mvcc-snapshot/1' : 'raftkv-mvcc-snapshot/2';
+  return [packr.pack({ format }), packr.pack({ pairs }), packr.pack({ end: true, rows: pairs.length, sha256: digest.digest('hex') })];
 }
 
-test('a store in the first key layout (meta and leases before the rows) opens whole and moves them after the rows', async () => {
+/** The keys of a snapshot stream, by kind (as keyBytesOf counts them). */
+async function streamKeys(store: MvccStore): Promise<Map<string, number>> {
+  const packr = new Packr({ useRecords: false, mapsAsObjects: true });
+  const counts = new Map<string, number>();
+  for await (const chunk of store.snapshot()) {
+    for (const [key] of (packr.unpack(chunk) as { pairs?: Uint8Array[][] }).pairs ?? []) {
+      const kind = isMetaRow(key!) ? 'meta' : String.fromCharCode(key![0]!);
+      counts.set(kind, (counts.get(kind) ?? 0) + 1);
+    }
+  }
+  return counts;
+}
+
+for (const layout of ['first', 'second'] as const) {
+  const described = layout === 'first' ? 'the first key layout (meta and leases before the rows)' : "the second key layout (the meta at 't', a sync marker 'z')";
+  test(`a store in ${described} opens whole and moves its meta row among the revision rows`, async () => {
+    const directory = await mkdtemp(join(tmpdir(), 'raftkv-layout-'));
+    const restored = await mkdtemp(join(tmpdir(), 'raftkv-layout-restored-'));
+    try {
+      let store = await MvccStore.open(directory);
+      let index = 1;
+      const apply = (request: Parameters<MvccStore['applyBatch']>[0][number]['request']) => store.applyBatch([{ index: ++index, request }]);
+      await apply({ type: 'leaseGrant', id: 7, ttlSeconds: 60 });
+      await apply({ type: 'leaseGrant', id: 2 ** 40, ttlSeconds: 5 });
+      await apply({ type: 'put', key: bytes('a'), value: bytes('1') });
+      await apply({ type: 'put', key: bytes('leased'), value: bytes('L'), lease: 7 });
+      await apply({ type: 'put', key: bytes('a'), value: bytes('2') });
+      await apply({ type: 'compact', revision: 2 });
+      await store.compactionSettled();
+      const status = store.status();
+      const leases = store.leases();
+      const hash = await store.hash();
+      const all = plain(await store.range({ key: bytes('a'), rangeEnd: bytes('z') }));
+      // A snapshot keeps the second layout's stream: the meta once, as 't', between the rows and the leases.
+      assert.deepEqual(Object.fromEntries(await streamKeys(store)), { r: 3, t: 1, u: 2 });
+      await store.close();
+      const current = await keyBytesOf(directory);
+      assert.deepEqual(withoutMeta(current), { r: 3, u: 2 }, 'the current layout: rows with meta rows among them, leases');
+      assert.ok((current.get('meta') ?? 0) >= 1);
+
+      await toSecondLayout(directory);
+      if (layout === 'first') await toFirstLayout(directory);
+      assert.deepEqual(Object.fromEntries(await keyBytesOf(directory)), layout === 'first' ? { m: 1, n: 2, r: 3 } : { r: 3, t: 1, u: 2, z: 1 });
+      const snapshot = await olderFormatSnapshot(directory, layout);
+
+      store = await MvccStore.open(directory);
+      assert.deepEqual(store.status(), status);
+      assert.deepEqual(store.leases(), leases);
+      assert.deepEqual(await store.hash(), hash);
+      assert.deepEqual(plain(await store.range({ key: bytes('a'), rangeEnd: bytes('z') })), all);
+      // The next write lands in the current layout and sees the moved lease.
+      const leasedPut = await store.applyBatch([{ index: ++index, request: { type: 'put', key: bytes('b'), value: bytes('B'), lease: 2 ** 40 } }]);
+      assert.equal(leasedPut[0]?.type, 'put');
+      await store.close();
+      const after = await keyBytesOf(directory);
+      assert.deepEqual(withoutMeta(after), { r: 4, u: 2 }, 'nothing is left in an older layout');
+      assert.ok((after.get('meta') ?? 0) >= 1);
+
+      // A snapshot stream from a member not yet upgraded restores into the current layout.
+      const target = await MvccStore.open(restored);
+      await target.restore((async function* () {
+        yield* snapshot;
+      })());
+      assert.deepEqual(target.status(), status);
+      assert.deepEqual(target.leases(), leases);
+      assert.deepEqual(await target.hash(), hash);
+      await target.close();
+      assert.deepEqual(Object.fromEntries(await keyBytesOf(restored)), { r: 3, meta: 1, u: 2 });
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+      await rm(restored, { recursive: true, force: true });
+    }
+  });
+}
+
+test('a snapshot stream with a meta row among its revision rows is refused, and the store keeps what it had', async () => {
   const directory = await mkdtemp(join(tmpdir(), 'raftkv-layout-'));
-  const restored = await mkdtemp(join(tmpdir(), 'raftkv-layout-restored-'));
   try {
-    let store = await MvccStore.open(directory);
-    let index = 1;
-    const apply = (request: Parameters<MvccStore['applyBatch']>[0][number]['request']) => store.applyBatch([{ index: ++index, request }]);
-    await apply({ type: 'leaseGrant', id: 7, ttlSeconds: 60 });
-    await apply({ type: 'leaseGrant', id: 2 ** 40, ttlSeconds: 5 });
-    await apply({ type: 'put', key: bytes('a'), value: bytes('1') });
-    await apply({ type: 'put', key: bytes('leased'), value: bytes('L'), lease: 7 });
-    await apply({ type: 'put', key: bytes('a'), value: bytes('2') });
-    await apply({ type: 'compact', revision: 2 });
-    await store.compactionSettled();
-    const status = store.status();
-    const leases = store.leases();
-    const hash = await store.hash();
-    const all = plain(await store.range({ key: bytes('a'), rangeEnd: bytes('z') }));
+    const store = await MvccStore.open(directory);
+    await store.applyBatch([{ index: 2, request: { type: 'put', key: bytes('a'), value: bytes('1') } }]);
+    const packr = new Packr({ useRecords: false, mapsAsObjects: true });
+    const metaRow = new Uint8Array(17).fill(0xff);
+    metaRow[0] = 0x72;
+    metaRow.fill(0, 1, 9);
+    const lengthPrefixed = (bytes: Uint8Array): Uint8Array => Buffer.concat([Buffer.from(new Uint32Array([bytes.length]).buffer).reverse(), bytes]);
+    const pairs = [[metaRow, bytes('x')], [Uint8Array.of(0x74), bytes('y')]];
+    const digest = createHash('sha256');
+    for (const [key, value] of pairs) digest.update(lengthPrefixed(key!)).update(lengthPrefixed(value!));
+    const stream = [packr.pack({ format: 'raftkv-mvcc-snapshot/2' }), packr.pack({ pairs }), packr.pack({ end: true, rows: pairs.length, sha256: digest.digest('hex') })];
+    await assert.rejects(
+      store.restore((async function* () {
+        yield* stream;
+      })()),
+      (error: Error & { code?: string }) => error.code === 'RAFTKV_INVALID_ARGUMENT' && /meta row among its revision rows/.test(error.message),
+    );
+    assert.equal(text((await store.range({ key: bytes('a') })).kvs[0]!.value), '1');
+    assert.equal(store.appliedIndex(), 2);
     await store.close();
-    assert.deepEqual(Object.fromEntries(await keyBytesOf(directory)), { r: 3, t: 1, u: 2 }, 'the current layout: rows, meta, leases');
-
-    await toFirstLayout(directory);
-    assert.deepEqual(Object.fromEntries(await keyBytesOf(directory)), { m: 1, n: 2, r: 3 });
-    const snapshot = await firstFormatSnapshot(directory);
-
-    store = await MvccStore.open(directory);
-    assert.deepEqual(store.status(), status);
-    assert.deepEqual(store.leases(), leases);
-    assert.deepEqual(await store.hash(), hash);
-    assert.deepEqual(plain(await store.range({ key: bytes('a'), rangeEnd: bytes('z') })), all);
-    // The next write lands in the new layout and sees the moved lease.
-    const leasedPut = await store.applyBatch([{ index: ++index, request: { type: 'put', key: bytes('b'), value: bytes('B'), lease: 2 ** 40 } }]);
-    assert.equal(leasedPut[0]?.type, 'put');
-    await store.close();
-    assert.deepEqual(Object.fromEntries(await keyBytesOf(directory)), { r: 4, t: 1, u: 2 }, 'nothing is left in the first layout');
-
-    // A snapshot in the first format, from a member not yet upgraded, restores into the new layout.
-    const target = await MvccStore.open(restored);
-    await target.restore((async function* () {
-      yield* snapshot;
-    })());
-    assert.deepEqual(target.status(), status);
-    assert.deepEqual(target.leases(), leases);
-    assert.deepEqual(await target.hash(), hash);
-    await target.close();
-    const layout = await keyBytesOf(restored);
-    assert.equal(layout.get('m'), undefined);
-    assert.equal(layout.get('n'), undefined);
-    assert.equal(layout.get('t'), 1);
-    assert.equal(layout.get('u'), 2);
   } finally {
     await rm(directory, { recursive: true, force: true });
-    await rm(restored, { recursive: true, force: true });
   }
 });

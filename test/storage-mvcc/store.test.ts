@@ -438,7 +438,7 @@ test('an apply answers before its rows land; reads, watch catch-up, hash, snapsh
       await snapshotStart;
       await snapshot.return(undefined);
       await flushed;
-      assert.deepEqual(held.writes.slice(0, 2), [2, 4], 'the queued applies went as one write: two rows and two metas');
+      assert.deepEqual(held.writes.slice(0, 2), [2, 3], 'the queued applies went as one write: two rows and one meta row');
     });
     // Close drains the queue, a write in flight and one queued behind it: the reopened store holds every apply.
     const closing = holdWrites(store);
@@ -496,7 +496,7 @@ test('applied rows gather into one write until rowsGatherMs pass, rowsGatherByte
       const historical = get(store, 'a', 1);
       assert.equal(await settlesWithinMs(historical, 10_000), true, 'a read that needs a row ends the wait');
       assert.equal(await historical, '1');
-      assert.deepEqual(held.writes, [6], 'three applies went as one write: three rows and three metas');
+      assert.deepEqual(held.writes, [4], 'three applies went as one write: three rows and one meta row');
       held.restore();
       // The byte bound: rows of 10 bytes wait; a 300-byte value takes the queue past 200 bytes and starts its write.
       held = holdWrites(store);
@@ -506,7 +506,7 @@ test('applied rows gather into one write until rowsGatherMs pass, rowsGatherByte
       assert.deepEqual(held.writes, [], 'under rowsGatherBytes the rows wait');
       await writer.apply(writer.put('d', 'y'.repeat(300)));
       assert.equal(await until(() => held.writes.length === 1, 10_000), true, 'past rowsGatherBytes the write starts');
-      assert.deepEqual(held.writes, [4]);
+      assert.deepEqual(held.writes, [3]);
       held.restore();
       // Close ends the wait too: the reopened store holds the last apply.
       await writer.apply(writer.put('e', '1'));
@@ -530,7 +530,7 @@ test('gathered rows are written once rowsGatherMs have passed, with nobody waiti
       await writer.apply(writer.put('b', '1'));
       assert.deepEqual(held.writes, [], 'the rows wait for the gathering to end');
       assert.equal(await until(() => held.writes.length === 1, 10_000), true, 'then go by themselves');
-      assert.deepEqual(held.writes, [4], 'both applies in one write');
+      assert.deepEqual(held.writes, [3], 'both applies in one write: two rows and one meta row');
       held.restore();
     },
     { rowsGatherMs: 100 },
@@ -619,9 +619,81 @@ test('compaction deletes a row only after it landed', async () => {
     store = await reopen();
     const internals = store as unknown as { db: { keys: (options: object) => AsyncIterable<Uint8Array> } };
     let rows = 0;
-    for await (const key of internals.db.keys({})) if (key[0] === 0x72) rows++;
+    for await (const key of internals.db.keys({})) if (key[0] === 0x72 && key[9] !== 0xff) rows++; // not meta rows
     assert.equal(rows, 1, 'the rows of revisions 1 and 2 were deleted and stayed deleted; 3 remains');
   });
+});
+
+/** Records the keys each LevelDB batch write of the store puts and deletes (the store's database is private). */
+function recordWrites(store: MvccStore): { writes: { puts: Uint8Array[]; dels: Uint8Array[] }[]; restore: () => void } {
+  const internals = store as unknown as { db: { batch: () => { put: (key: Uint8Array, value: Uint8Array) => unknown; del: (key: Uint8Array) => unknown; write: (options: unknown) => Promise<void> } } };
+  const realBatch = internals.db.batch;
+  const writes: { puts: Uint8Array[]; dels: Uint8Array[] }[] = [];
+  internals.db.batch = function (this: unknown) {
+    const batch = realBatch.call(this);
+    const write = { puts: [] as Uint8Array[], dels: [] as Uint8Array[] };
+    return {
+      put: (key: Uint8Array, value: Uint8Array) => (write.puts.push(new Uint8Array(key)), batch.put(key, value)),
+      del: (key: Uint8Array) => (write.dels.push(new Uint8Array(key)), batch.del(key)),
+      write: (options: unknown) => (writes.push(write), batch.write(options)),
+    };
+  } as never;
+  return { writes, restore: () => (internals.db.batch = realBatch) };
+}
+
+const isMetaRow = (key: Uint8Array): boolean => key.length === 17 && key[0] === 0x72 && key.subarray(9).every((byte) => byte === 0xff);
+
+async function metaRowsOnDisk(store: MvccStore): Promise<number> {
+  const internals = store as unknown as { db: { keys: (options: object) => AsyncIterable<Uint8Array> } };
+  let count = 0;
+  for await (const key of internals.db.keys({})) if (isMetaRow(key)) count++;
+  return count;
+}
+
+test('each write of applied rows puts only keys above every key written before it; the compaction deletes superseded meta rows', async () => {
+  // LevelDB moves a flushed table down the levels without rewriting it only if no other table overlaps it: a store
+  // that rewrote a fixed meta key in every write made every table overlap every other, and each compaction merge them.
+  await withStore(
+    async (first, _directory, reopen) => {
+      let store = first;
+      const writer = new Writer(() => store);
+      const recorded = recordWrites(store);
+      for (let round = 0; round < 12; round++) {
+        await writer.apply(writer.put(`k${round % 4}`, `v${round}`), writer.put(`j${round % 3}`, `w${round}`));
+        if (round % 4 === 3) await store.flush(); // a synced meta row of its own, through the queue
+        else await store.range({ key: bytes('k0'), revision: 1 }); // lets the write land: one write per apply
+      }
+      await writer.apply({ type: 'txn', compare: [], success: [], failure: [] }); // advances the applied index only
+      await store.flush();
+      recorded.restore();
+      assert.ok(recorded.writes.length >= 12, `one write per apply at least (${recorded.writes.length})`);
+      let highest: Buffer | undefined;
+      for (const [position, write] of recorded.writes.entries()) {
+        assert.equal(write.dels.length, 0);
+        assert.ok(write.puts.length >= 1 && isMetaRow(write.puts[write.puts.length - 1]!), `write ${position} ends with its meta row`);
+        for (const key of write.puts) {
+          const current = Buffer.from(key);
+          // A meta row written again at the same revision (no new revision since) is the one key that may repeat.
+          if (highest !== undefined) assert.ok(Buffer.compare(current, highest) > 0 || (isMetaRow(key) && current.equals(highest)), `write ${position} puts a key below an earlier write's`);
+        }
+        for (const key of write.puts) if (highest === undefined || Buffer.compare(Buffer.from(key), highest) > 0) highest = Buffer.from(key);
+      }
+
+      store = await reopen();
+      assert.ok((await metaRowsOnDisk(store)) > 1, 'superseded meta rows stay until a compaction');
+      const revision = store.currentRevision;
+      await writer.apply({ type: 'compact', revision });
+      await store.compactionSettled();
+      assert.equal(await metaRowsOnDisk(store), 1, 'the compaction deleted every superseded meta row below its revision');
+      const hash = (await store.hash()).hash;
+      store = await reopen();
+      assert.equal(store.appliedIndex(), writer.index);
+      assert.equal(store.currentRevision, revision);
+      assert.equal((await store.hash()).hash, hash);
+      assert.equal(await get(store, 'k3'), 'v11');
+    },
+    { rowsGatherMs: 0 },
+  );
 });
 
 test('the quota refuses growth but still allows deletes and overwrites that shrink', async () => {

@@ -1,6 +1,7 @@
 // Byte-level helpers of the MVCC store: comparing keys, the index's string
 // form of a key, range bounds (single key, prefix, interval, "every key from
-// here"), and the on-disk row key of a revision (sorted by revision).
+// here"), and the on-disk row key of a revision (sorted by revision) and of
+// the meta row that sorts among them.
 
 import { assert } from '../../raft/errors.ts';
 import { readUint32, writeUint32 } from '../big-endian.ts';
@@ -33,9 +34,30 @@ export function writeRowKey(out: Uint8Array, offset: number, main: number, sub: 
   return out.subarray(offset, offset + ROW_KEY_BYTES);
 }
 
-export function revisionOfRowKey(bytes: Uint8Array): Revision {
+/**
+ * The key of the store's meta row written with the rows up to revision
+ * `main`: a row key whose sub is all ones. A real sub is a safe integer
+ * (below 2^53, so its first byte is at most 0x1f), so the meta row sorts
+ * after every row of its revision and before the next revision's rows.
+ */
+export function metaRowKey(main: number): Uint8Array {
+  const out = rowKey(main, 0);
+  out.fill(0xff, 9);
+  return out;
+}
+
+export function isMetaRowKey(bytes: Uint8Array): boolean {
+  return bytes.length === ROW_KEY_BYTES && bytes[0] === ROW_PREFIX && bytes[9] === 0xff;
+}
+
+/** The main revision of a row key or a meta row key. */
+export function mainOfRowKey(bytes: Uint8Array): number {
   assert(bytes.length === ROW_KEY_BYTES && bytes[0] === ROW_PREFIX, 'not a row key');
-  const main = readUint32(bytes, 1) * TWO_TO_32 + readUint32(bytes, 5);
+  return readUint32(bytes, 1) * TWO_TO_32 + readUint32(bytes, 5);
+}
+
+export function revisionOfRowKey(bytes: Uint8Array): Revision {
+  const main = mainOfRowKey(bytes);
   const sub = readUint32(bytes, 9) * TWO_TO_32 + readUint32(bytes, 13);
   return { main, sub };
 }

@@ -1,9 +1,9 @@
 // The MVCC store: an etcd v3-style multi-version key-value store. The index
 // of every key's revisions lives in memory (key-index.ts); the rows — one
-// per revision, keyed by revision — live in classic-level, next to one meta
-// row holding the applied Raft index, the current and the compact revision.
-// Each applied batch is one atomic write of its rows and the meta row, so a
-// restart applies every Raft entry exactly once. The write lands behind the
+// per revision, keyed by revision — live in classic-level, with a meta row
+// holding the applied Raft index, the current and the compact revision.
+// Each write of applied rows is one atomic write of those rows and a meta
+// row, so a restart applies every Raft entry exactly once. The write lands behind the
 // answer: a batch is queued, published to the index and answered, and
 // everything that reads rows waits for the queue first. Writes are not
 // synced (the Raft log is the durable record); flush() syncs before the log
@@ -28,7 +28,7 @@ import { applyRequest, BatchState } from './apply.ts';
 import { CompactedError, FutureRevisionError } from './errors.ts';
 import { KeyIndex, positionAt, unreachableCount } from './key-index.ts';
 import type { KeyHistory, RevisionRecord } from './key-index.ts';
-import { indexBounds, indexKey, revisionOfRowKey, ROW_KEY_BYTES, ROW_PREFIX, rowKey, writeRowKey } from './keys.ts';
+import { indexBounds, indexKey, isMetaRowKey, mainOfRowKey, metaRowKey, revisionOfRowKey, ROW_KEY_BYTES, ROW_PREFIX, rowKey, writeRowKey } from './keys.ts';
 import type { IndexBounds } from './keys.ts';
 import type { Event, KeyValue, LeaseRecord, RangeRequest, RangeResponse, WriteRequest, WriteResponse } from './types.ts';
 import { validateRangeRequest } from './validate.ts';
@@ -40,20 +40,24 @@ const log = createDebug('raftkv:mvcc');
 type Database = ClassicLevel<Uint8Array, Uint8Array>;
 type BatchOperation = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
 
-// Key layout: revision rows ('r' + revision, see keys.ts), then the meta row
-// ('t'), then lease rows ('u' + id), then the sync marker ('z'). Every batch
-// writes rows of new, higher revisions and the meta row, so with the meta
-// after the rows a batch touches only the end of the key space: LevelDB then
-// merges a new table with the last table of the next level alone. With the
-// meta before the rows (the first layout: 'm', leases 'n'), every new table
-// spanned all older rows and each compaction rewrote a whole level.
-const META_KEY = Uint8Array.of(0x74); // 't'
+// Key layout: revision rows ('r' + revision, see keys.ts) with the meta row
+// among them, then lease rows ('u' + id). Every write of applied rows ends
+// with a meta row keyed by its last revision (metaRowKey: 'r', the revision,
+// a sub above any real one), so a write of new revisions touches only keys
+// above every key written before it. LevelDB then never has to merge its
+// tables: a flushed table overlaps no other and moves down the levels as it
+// is. With the meta at one fixed key (the second layout: 't', with a sync
+// marker 'z'; the first: 'm' before the rows, leases 'n'), every table held
+// that key, so each overlapped all the others and every compaction merged
+// and rewrote them. The meta rows a later one superseded stay until the
+// background compaction of revisions deletes them (staleMetaRevisions).
+/** The second layout's meta row, and the meta's key in a snapshot stream (between the rows and the leases). */
+const STREAM_META_KEY = Uint8Array.of(0x74); // 't'
+/** The second layout's sync marker, deleted at open. */
+const LEGACY_SYNC_MARKER_KEY = Uint8Array.of(0x7a); // 'z'
 /** The first layout's meta row and lease prefix, moved at open (migrateLegacyLayout). */
 const LEGACY_META_KEY = Uint8Array.of(0x6d); // 'm'
 const LEGACY_LEASE_PREFIX = 0x6e; // 'n'
-/** Written synced by flush(); 'z' sorts after every range a snapshot or hash reads. */
-const SYNC_MARKER_KEY = Uint8Array.of(0x7a);
-const SYNC_MARKER_VALUE = Uint8Array.of(1);
 /** How long flush waits for LevelDB to write out an older memtable before syncing its log itself. */
 const FLUSH_LOG_WAIT_MS = 5_000;
 const FLUSH_LOG_POLL_MS = 5;
@@ -63,6 +67,16 @@ const SNAPSHOT_FORMAT = 'raftkv-mvcc-snapshot/2';
 const LEGACY_SNAPSHOT_FORMAT = 'raftkv-mvcc-snapshot/1';
 const CURRENT_FILE = 'CURRENT';
 const packr = new Packr({ useRecords: false, mapsAsObjects: true });
+/** Superseded meta rows the store remembers for deletion (8 bytes each); more wait for the next open to find them. */
+const STALE_META_ROWS_MAX = 65_536;
+
+interface QueuedRows {
+  readonly operations: BatchOperation[];
+  bytes: number;
+  meta: Meta;
+  sync: boolean;
+  readonly release: () => void;
+}
 
 export interface MvccOptions {
   /** Live data (keys and latest values) the store accepts before refusing writes with RAFTKV_NO_SPACE. Default 2 GiB. */
@@ -322,8 +336,21 @@ export class MvccStore {
    * and never rejects (a failed write fails the store).
    */
   private rowsWritten: Promise<void> = Promise.resolve();
-  /** Operations gathering for the next write (it starts once release() was called and the write in flight landed). */
-  private rowsQueued: { operations: BatchOperation[]; bytes: number; release: () => void } | null = null;
+  /**
+   * Operations gathering for the next write (it starts once release() was
+   * called and the write in flight landed), the meta of the last apply among
+   * them (written as the write's last row), and whether the write is synced.
+   */
+  private rowsQueued: QueuedRows | null = null;
+  /** The revision of the newest meta row queued: the meta row that, once landed, holds the store's state on disk. */
+  private metaRowRevision: number | undefined;
+  /**
+   * Revisions of meta rows on disk that a newer one superseded (at most
+   * STALE_META_ROWS_MAX: beyond that they are left until the next open
+   * finds them); the background compaction of revisions deletes those below
+   * its revision.
+   */
+  private staleMetaRevisions: number[] = [];
   private readonly rowsGatherMs: number;
   private readonly rowsGatherBytes: number;
   private pendingRowBytes = 0;
@@ -483,11 +510,10 @@ export class MvccStore {
     for (const [id, record] of batch.leaseChanges) {
       operations.push(record === null ? { type: 'del', key: leaseKey(id) } : { type: 'put', key: leaseKey(id), value: encodeLease(record) });
     }
-    operations.push({ type: 'put', key: META_KEY, value: encodeMeta(meta) });
     // Published before its rows land: the Raft log already holds these
     // entries durably, so a crash replays them from the applied index the
     // last landed write recorded. Readers that need rows wait for the queue.
-    this.queueRows(operations);
+    this.queueRows(operations, meta);
     this.publish(batch, meta);
     if (this.pendingRowBytes > this.pendingRowBytesMax) await this.rowsLanded();
     if (batch.deferred.length > 0) {
@@ -640,6 +666,7 @@ export class MvccStore {
     let nextRevision = last + 1;
     await this.rowsLanded();
     for await (const [keyBytes, valueBytes] of this.db.iterator({ gte: rowKey(fromRevision, 0), lt: rowKey(last + 1, 0) })) {
+      if (isMetaRowKey(keyBytes)) continue;
       const { key, record } = decodeRow(keyBytes, valueBytes);
       const previous = events[events.length - 1];
       if (events.length >= rowsMax && previous !== undefined && previous.kv.modRevision !== record.main) {
@@ -705,9 +732,9 @@ export class MvccStore {
 
   /**
    * Makes every apply published so far durable: it waits for their queued
-   * rows, and a synced LevelDB write syncs the writes before it. It writes a marker row outside the store's
-   * ranges, not the meta, so an apply may run meanwhile: two writes in
-   * flight may land in either order, and the meta must never go back.
+   * rows, then queues a synced write of the meta row (LevelDB syncs the
+   * writes before it with it). Through the queue, not beside it: two writes
+   * in flight could land in either order, and the meta must never go back.
    *
    * LevelDB syncs while holding its writer queue, so every apply arriving
    * meanwhile waits for that sync, and the log holds up to a memtable's
@@ -719,7 +746,10 @@ export class MvccStore {
     this.throwIfUnusable();
     await this.rowsLanded();
     await this.syncCurrentLog();
-    await this.write([{ type: 'put', key: SYNC_MARKER_KEY, value: SYNC_MARKER_VALUE }], true);
+    // Rows an apply queued meanwhile go in the same write, their meta last.
+    const queued = this.rowsQueued ?? this.queueRows([], this.meta);
+    queued.sync = true;
+    await this.rowsLanded();
     await this.syncDatabaseLogs();
   }
 
@@ -806,6 +836,7 @@ export class MvccStore {
     const header = new DataView(new ArrayBuffer(40));
     await this.rowsLanded();
     for await (const [keyBytes, valueBytes] of this.db.iterator({ gte: ROWS_LOW, lt: rowKey(revision + 1, 0) })) {
+      if (isMetaRowKey(keyBytes)) continue;
       const { key, record } = decodeRow(keyBytes, valueBytes);
       if (!this.isReachable(key, record, compactRevision)) continue;
       header.setFloat64(0, record.main);
@@ -847,18 +878,33 @@ export class MvccStore {
       yield packr.pack({ format: SNAPSHOT_FORMAT });
       let pairs: Uint8Array[][] = [];
       let bytes = 0;
-      for await (const [key, value] of iterator) {
+      const add = (key: Uint8Array, value: Uint8Array): void => {
         pairs.push([key, value]);
         digest.update(lengthPrefixed(key));
         digest.update(lengthPrefixed(value));
         rows++;
         bytes += key.length + value.length;
+      };
+      // The stream keeps the second layout: the newest meta row goes once, as 't' between the rows and the leases.
+      let meta: Uint8Array | undefined;
+      let metaSent = false;
+      for await (const [key, value] of iterator) {
+        if (isMetaRowKey(key)) {
+          meta = value;
+          continue;
+        }
+        if (key[0] !== ROW_PREFIX && !metaSent) {
+          if (meta !== undefined) add(STREAM_META_KEY, meta);
+          metaSent = true;
+        }
+        add(key, value);
         if (bytes >= this.snapshotChunkBytes) {
           yield packr.pack({ pairs });
           pairs = [];
           bytes = 0;
         }
       }
+      if (!metaSent && meta !== undefined) add(STREAM_META_KEY, meta);
       if (pairs.length > 0) yield packr.pack({ pairs });
       yield packr.pack({ end: true, rows, sha256: digest.digest('hex') });
     } finally {
@@ -928,16 +974,27 @@ export class MvccStore {
   private async rebuild(): Promise<void> {
     await migrateLegacyLayout(this.db);
     this.index.clear();
-    const metaBytes = await this.db.get(META_KEY);
-    const meta: Meta = metaBytes === undefined ? { appliedIndex: 0, currentRevision: 0, compactRevision: 0 } : decodeMeta(metaBytes);
+    this.staleMetaRevisions = [];
+    let metaBytes: Uint8Array | undefined;
+    let metaRevision: number | undefined;
     let lastRevision = 0;
     for await (const [keyBytes, valueBytes] of this.db.iterator({ gte: ROWS_LOW, lt: ROWS_HIGH })) {
       assert(keyBytes.length === ROW_KEY_BYTES, 'a row key has the wrong length');
+      if (isMetaRowKey(keyBytes)) {
+        if (metaRevision !== undefined && this.staleMetaRevisions.length < STALE_META_ROWS_MAX) this.staleMetaRevisions.push(metaRevision);
+        metaRevision = mainOfRowKey(keyBytes);
+        metaBytes = valueBytes;
+        continue;
+      }
       const { key, record } = decodeRow(keyBytes, valueBytes);
       // Copy the key: a view would keep the whole row buffer alive for as long as the key is indexed.
       this.index.append(indexKey(key), new Uint8Array(key), record);
       lastRevision = record.main;
     }
+    // Every write of rows ends with its meta row, so no row sorts after the last one.
+    assert(lastRevision === 0 || (metaRevision !== undefined && lastRevision <= metaRevision), 'the store has rows after its last meta row');
+    this.metaRowRevision = metaRevision;
+    const meta: Meta = metaBytes === undefined ? { appliedIndex: 0, currentRevision: 0, compactRevision: 0 } : decodeMeta(metaBytes);
     // The revision never goes backwards, even if compaction removed the last rows (etcd #17780).
     meta.currentRevision = Math.max(meta.currentRevision, lastRevision, meta.compactRevision);
     this.meta = meta;
@@ -998,6 +1055,20 @@ export class MvccStore {
           false,
         );
       }
+      // Meta rows a newer one superseded, below the compact revision. Once the queue has landed, the meta row of the
+      // compaction's own write is on disk, and any meta row superseded later is at or above the target: kept.
+      await this.rowsWrittenNow();
+      while (this.staleMetaRevisions.length > 0 && (this.staleMetaRevisions[0] as number) < target) {
+        if (this.stopRequested || this.closed || this.failure !== null) return;
+        let count = 0;
+        while (count < this.compactionRowsPerStep && count < this.staleMetaRevisions.length && (this.staleMetaRevisions[count] as number) < target) count++;
+        const stale = this.staleMetaRevisions.splice(0, count);
+        await this.write(
+          stale.map((revision) => ({ type: 'del' as const, key: metaRowKey(revision) })),
+          false,
+        );
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
       this.prunedRevision = target;
       log('compaction at revision %d done', target);
     }
@@ -1049,20 +1120,21 @@ export class MvccStore {
   /**
    * Queues an apply's rows for LevelDB, in apply order: one write in
    * flight, and the operations queued behind it go as one write once it
-   * has landed and the queue is released (LevelDB applies a batch in order,
-   * so the last meta wins). The queue is released rowsGatherMs after its
+   * has landed and the queue is released, with the meta row of the last
+   * apply among them (writeQueued). The queue is released rowsGatherMs after its
    * first rows, once it holds rowsGatherBytes, or when someone waits for
    * the rows (rowsWrittenNow).
    */
-  private queueRows(operations: BatchOperation[]): void {
+  private queueRows(operations: BatchOperation[], meta: Meta): QueuedRows {
     let bytes = 0;
     for (const operation of operations) bytes += operationBytes(operation);
     this.pendingRowBytes += bytes;
     if (this.rowsQueued !== null) {
       for (const operation of operations) this.rowsQueued.operations.push(operation);
       this.rowsQueued.bytes += bytes;
+      this.rowsQueued.meta = meta;
       if (this.rowsQueued.bytes >= this.rowsGatherBytes) this.rowsQueued.release();
-      return;
+      return this.rowsQueued;
     }
     let open!: () => void;
     const released = new Promise<void>((resolve) => (open = resolve));
@@ -1072,19 +1144,31 @@ export class MvccStore {
       clearTimeout(timer);
       open();
     };
-    const queued = { operations, bytes, release };
+    const queued: QueuedRows = { operations, bytes, meta, sync: false, release };
     this.rowsQueued = queued;
     this.rowsWritten = Promise.all([this.rowsWritten, released]).then(async () => {
       this.rowsQueued = null;
       try {
         // Not write(): close() lets the queue drain before it closes the database.
-        if (this.failure === null) await this.writeBatch(queued.operations, false);
+        if (this.failure === null) await this.writeQueued(queued);
       } catch (error) {
         this.fail(error); // the next apply, read or flush reports it
       } finally {
         this.pendingRowBytes -= queued.bytes;
       }
     });
+    return queued;
+  }
+
+  /** Writes queued rows with their meta row last: the meta's key sorts after every row in the write. */
+  private async writeQueued(queued: QueuedRows): Promise<void> {
+    const revision = queued.meta.currentRevision;
+    const previous = this.metaRowRevision;
+    assert(previous === undefined || revision >= previous, 'meta rows are written in revision order');
+    if (previous !== undefined && revision > previous && this.staleMetaRevisions.length < STALE_META_ROWS_MAX) this.staleMetaRevisions.push(previous);
+    this.metaRowRevision = revision;
+    queued.operations.push({ type: 'put', key: metaRowKey(revision), value: encodeMeta(queued.meta) });
+    await this.writeBatch(queued.operations, queued.sync);
   }
 
   /**
@@ -1181,7 +1265,8 @@ async function writeSnapshot(db: Database, chunks: AsyncIterable<Uint8Array>): P
       if (!(key instanceof Uint8Array) || !(value instanceof Uint8Array)) throw new InvalidArgumentError('store snapshot row is malformed');
       digest.update(lengthPrefixed(key));
       digest.update(lengthPrefixed(value));
-      if (key.length === 1 && (key[0] === META_KEY[0] || key[0] === LEGACY_META_KEY[0])) sawMeta = true;
+      if (isMetaRowKey(key)) throw new InvalidArgumentError('store snapshot has a meta row among its revision rows');
+      if (key.length === 1 && (key[0] === STREAM_META_KEY[0] || key[0] === LEGACY_META_KEY[0])) sawMeta = true;
       return { type: 'put' as const, key, value };
     });
     rows += operations.length;
@@ -1189,32 +1274,47 @@ async function writeSnapshot(db: Database, chunks: AsyncIterable<Uint8Array>): P
   }
   if (!started || !ended) throw new InvalidArgumentError('store snapshot is truncated');
   if (!sawMeta && rows > 0) throw new InvalidArgumentError('store snapshot has rows but no meta');
-  await migrateLegacyLayout(db); // a format 1 snapshot, from a member not yet upgraded
-  // One synced write makes every earlier unsynced write of this database durable.
-  const meta = await db.get(META_KEY);
-  await db.put(META_KEY, meta ?? encodeMeta({ appliedIndex: 0, currentRevision: 0, compactRevision: 0 }), { sync: true });
+  // The stream's meta ('t', or 'm' from a member not yet upgraded) moves among the rows. That write is synced,
+  // and one synced write makes every earlier unsynced write of this database durable.
+  if (!(await migrateLegacyLayout(db))) {
+    await db.put(metaRowKey(0), encodeMeta({ appliedIndex: 0, currentRevision: 0, compactRevision: 0 }), { sync: true });
+  }
 }
 
 /**
- * Moves the first layout's meta and lease rows (before the revision rows) to
- * their places after them, in one synced batch; does nothing to a database
- * in the current layout.
+ * Moves an older layout's meta row (the first layout's 'm' or the second's
+ * 't') to its place among the revision rows, the first layout's lease rows
+ * ('n') to theirs after the rows, and deletes the second layout's sync
+ * marker ('z'), in one synced batch. Does nothing to a database in the
+ * current layout; reports whether it wrote.
  */
-async function migrateLegacyLayout(db: Database): Promise<void> {
+async function migrateLegacyLayout(db: Database): Promise<boolean> {
   const operations: BatchOperation[] = [];
-  const meta = await db.get(LEGACY_META_KEY);
+  const first = await db.get(LEGACY_META_KEY);
+  const second = await db.get(STREAM_META_KEY);
+  assert(first === undefined || second === undefined, 'the store has a meta row in two layouts');
+  const meta = first ?? second;
   if (meta !== undefined) {
-    assert((await db.get(META_KEY)) === undefined, 'the store has a meta row in both layouts');
-    operations.push({ type: 'put', key: META_KEY, value: meta }, { type: 'del', key: LEGACY_META_KEY });
+    // Keyed by the meta's revision, or by the newest row's if one is newer: no row may sort after the meta row.
+    let revision = decodeMeta(meta).currentRevision;
+    for await (const key of db.keys({ gte: ROWS_LOW, lt: ROWS_HIGH, reverse: true, limit: 1 })) {
+      assert(!isMetaRowKey(key), 'the store has a meta row in two layouts');
+      revision = Math.max(revision, mainOfRowKey(key));
+    }
+    operations.push({ type: 'put', key: metaRowKey(revision), value: meta }, { type: 'del', key: first === undefined ? STREAM_META_KEY : LEGACY_META_KEY });
   }
+  if ((await db.get(LEGACY_SYNC_MARKER_KEY)) !== undefined) operations.push({ type: 'del', key: LEGACY_SYNC_MARKER_KEY });
+  let leases = 0;
   for await (const [key, value] of db.iterator({ gte: Uint8Array.of(LEGACY_LEASE_PREFIX), lt: Uint8Array.of(LEGACY_LEASE_PREFIX + 1) })) {
     const moved = new Uint8Array(key);
     moved[0] = LEASE_PREFIX;
     operations.push({ type: 'put', key: moved, value }, { type: 'del', key });
+    leases++;
   }
-  if (operations.length === 0) return;
+  if (operations.length === 0) return false;
   await db.batch(operations, { sync: true });
-  log('moved the meta row and %d lease rows after the revision rows', (operations.length - (meta === undefined ? 0 : 2)) / 2);
+  log('moved the meta row among the revision rows and %d lease rows after them', leases);
+  return true;
 }
 
 /** fdatasyncs a file unless it is gone (LevelDB removes a log once its memtable is in a synced table). */
