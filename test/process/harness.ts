@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -31,16 +32,48 @@ interface Running {
   stderr: string;
 }
 
-/** Free ports on 127.0.0.1 (bound, read and released). */
+/** The first port the kernel hands out for a bind to port 0 or an outgoing connection (Linux; 32768 elsewhere). */
+function ephemeralLow(): number {
+  try {
+    const low = Number.parseInt(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0] ?? '', 10);
+    return Number.isSafeInteger(low) && low > PORTS_LOW + PORT_BLOCKS ? low : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+const PORTS_LOW = 20000;
+const PORT_BLOCKS = 64;
+/** Where this process's next port is tried, within its block: from a random start, so two processes sharing a block rarely meet. */
+let portsTaken = Math.floor(Math.random() * 1_000_000);
+
+/** Whether 127.0.0.1:port can be listened on now. */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/**
+ * Ports on 127.0.0.1 for member processes to listen on later. Not ports
+ * the kernel picked (bound to 0, read and released): until the member binds
+ * one, any bind to port 0 or outgoing connection on the machine may be given
+ * it, and a nemesis run failed with EADDRINUSE that way. These come from
+ * below the ephemeral range, which the kernel never hands out, in a block of
+ * this process's own (test files run as processes side by side), each one
+ * checked free by listening on it.
+ */
 export async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: count }, () => new Promise<ReturnType<typeof createServer>>((resolve) => {
-      const server = createServer();
-      server.listen(0, '127.0.0.1', () => resolve(server));
-    })),
-  );
-  const ports = servers.map((server) => (server.address() as { port: number }).port);
-  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  const blockSize = Math.floor((ephemeralLow() - PORTS_LOW) / PORT_BLOCKS);
+  const blockStart = PORTS_LOW + (process.pid % PORT_BLOCKS) * blockSize;
+  const ports: number[] = [];
+  for (let tried = 0; ports.length < count; tried++) {
+    assert.ok(tried < blockSize, `no ${count} free ports in ${blockStart}-${blockStart + blockSize - 1}`);
+    const port = blockStart + (portsTaken++ % blockSize);
+    if (await portFree(port)) ports.push(port);
+  }
   return ports;
 }
 
