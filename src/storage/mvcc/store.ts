@@ -42,11 +42,12 @@ type BatchOperation = { type: 'put'; key: Uint8Array; value: Uint8Array } | { ty
 
 // Key layout: revision rows ('r' + revision, see keys.ts) with the meta row
 // among them, then lease rows ('u' + id). Every write of applied rows ends
-// with a meta row keyed by its last revision (metaRowKey: 'r', the revision,
-// a sub above any real one), so a write of new revisions touches only keys
-// above every key written before it. LevelDB then never has to merge its
-// tables: a flushed table overlaps no other and moves down the levels as it
-// is. With the meta at one fixed key (the second layout: 't', with a sync
+// with a meta row keyed by the store's current revision (metaRowKey: 'r',
+// the revision, a sub above any real one), so a write of new revisions
+// touches only keys above every key written before it. LevelDB then need
+// not merge its tables: a flushed table overlaps no other (but at a meta row
+// rewritten at an unchanged revision, or at lease rows, which are rare
+// beside puts) and moves down the levels as it is. With the meta at one fixed key (the second layout: 't', with a sync
 // marker 'z'; the first: 'm' before the rows, leases 'n'), every table held
 // that key, so each overlapped all the others and every compaction merged
 // and rewrote them. The meta rows a later one superseded stay until the
