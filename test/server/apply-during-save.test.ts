@@ -278,6 +278,36 @@ test('a membership change applied while a write is in flight is applied before t
   }
 });
 
+test("a membership change among a Ready's own committed entries is applied before the core counts it applied", async () => {
+  // No save is held: the change commits in a Ready of its own (not taken while a write was in flight), and
+  // its apply waits at the gate. advance() would count it applied; the loop must wait for the apply first.
+  const members = await start([1, 2, 3], new MemoryNetwork({ seed: 6 }), 6, 200, (log) => new ApplyGatedMachine(log));
+  const leader = await leaderOf(members);
+  const machine = leader.machine as ApplyGatedMachine;
+  const coreApplied = (): number => (leader.node as unknown as { raw: { status(): { applied: number } } }).raw.status().applied;
+  try {
+    await leader.node.propose('warm');
+    const before = leader.log.lastIndex();
+    machine.hold();
+    const changed = leader.node.changeMembership({
+      transition: ConfChangeTransition.Auto,
+      changes: [{ type: ConfChangeType.AddLearner, nodeId: 4 }],
+      context: new Uint8Array(0),
+    });
+    await until(() => machine.waiting > 0, "the change's apply waiting at the gate");
+    const indexC = before + 1;
+    assert.equal(leader.log.entries(indexC, indexC + 1, Number.POSITIVE_INFINITY)[0]?.type, EntryType.ConfChange);
+    await sleep(100);
+    assert.ok(coreApplied() < indexC, `the core counted ${coreApplied()} applied before the change at ${indexC} was applied`);
+    machine.release();
+    assert.deepEqual((await changed).learners, [4]);
+    await until(() => coreApplied() >= indexC, 'the core counting the change applied');
+  } finally {
+    machine.release();
+    await Promise.all([...members.values()].map((member) => member.node.close()));
+  }
+});
+
 test('a follower whose entries arrive already committed applies them only once its save completed', async () => {
   const network = new MemoryNetwork({ seed: 2 });
   const members = await start([1, 2, 3], network, 2);
