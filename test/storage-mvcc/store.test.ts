@@ -652,7 +652,7 @@ async function metaRowsOnDisk(store: MvccStore): Promise<number> {
 
 test('each write of applied rows puts only keys above every key written before it; the compaction deletes superseded meta rows', async () => {
   // LevelDB moves a flushed table down the levels without rewriting it only if no other table overlaps it: a store
-  // that rewrote a fixed meta key in every write made every table overlap every other, and each compaction merge them.
+  // that rewrote a fixed meta key in every write made every table overlap every other, and every compaction merged them.
   await withStore(
     async (first, _directory, reopen) => {
       let store = first;
