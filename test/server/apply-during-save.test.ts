@@ -164,6 +164,11 @@ async function start(
   return members;
 }
 
+/** The index the member's Raft core counts as applied (advance() moves it), read from its private core. */
+function coreAppliedOf(member: Member): number {
+  return (member.node as unknown as { raw: { status(): { applied: number } } }).raw.status().applied;
+}
+
 async function leaderOf(members: Map<number, Member>): Promise<Member> {
   let leader: Member | undefined;
   await until(() => (leader = [...members.values()].find((member) => member.node.isLeader)) !== undefined, 'a leader');
@@ -241,7 +246,7 @@ test('a membership change applied while a write is in flight is applied before t
   const members = await start([1, 2, 3], new MemoryNetwork({ seed: 5 }), 5, 200, (log) => new ApplyGatedMachine(log));
   const leader = await leaderOf(members);
   const machine = leader.machine as ApplyGatedMachine;
-  const coreApplied = (): number => (leader.node as unknown as { raw: { status(): { applied: number } } }).raw.status().applied;
+  const coreApplied = (): number => coreAppliedOf(leader);
   try {
     const followers = [...members.values()].filter((member) => member !== leader);
     await leader.node.propose('warm');
@@ -284,7 +289,7 @@ test("a membership change among a Ready's own committed entries is applied befor
   const members = await start([1, 2, 3], new MemoryNetwork({ seed: 6 }), 6, 200, (log) => new ApplyGatedMachine(log));
   const leader = await leaderOf(members);
   const machine = leader.machine as ApplyGatedMachine;
-  const coreApplied = (): number => (leader.node as unknown as { raw: { status(): { applied: number } } }).raw.status().applied;
+  const coreApplied = (): number => coreAppliedOf(leader);
   try {
     await leader.node.propose('warm');
     const before = leader.log.lastIndex();

@@ -3,8 +3,8 @@
 // per revision, keyed by revision — live in classic-level, with a meta row
 // holding the applied Raft index, the current and the compact revision.
 // Each write of applied rows is one atomic write of those rows and a meta
-// row, so a restart applies every Raft entry exactly once. The write lands behind the
-// answer: a batch is queued, published to the index and answered, and
+// row, so a restart applies every Raft entry exactly once. The write lands
+// behind the answer: a batch is queued, published to the index and answered, and
 // everything that reads rows waits for the queue first. Writes are not
 // synced (the Raft log is the durable record); flush() syncs before the log
 // is compacted behind the store.
@@ -47,10 +47,10 @@ type BatchOperation = { type: 'put'; key: Uint8Array; value: Uint8Array } | { ty
 // touches only keys above every key written before it. LevelDB then need
 // not merge its tables: a flushed table overlaps no other (but at a meta row
 // rewritten at an unchanged revision, or at lease rows, which are rare
-// beside puts) and moves down the levels as it is. With the meta at one fixed key (the second layout: 't', with a sync
-// marker 'z'; the first: 'm' before the rows, leases 'n'), every table held
-// that key, so each overlapped all the others and every compaction merged
-// and rewrote them. The meta rows a later one superseded stay until the
+// beside puts) and moves down the levels as it is. With the meta at one
+// fixed key (the second layout: 't', with a sync marker 'z'; the first: 'm'
+// before the rows, leases 'n'), every table held that key, so each
+// overlapped all the others and every compaction merged and rewrote them. The meta rows a later one superseded stay until the
 // background compaction of revisions deletes them (staleMetaRevisions).
 /** The second layout's meta row, and the meta's key in a snapshot stream (between the rows and the leases). */
 const STREAM_META_KEY = Uint8Array.of(0x74); // 't'
@@ -1042,7 +1042,7 @@ export class MvccStore {
       let fromKey: string | undefined = '';
       while (fromKey !== undefined) {
         await new Promise<void>((resolve) => setImmediate(resolve));
-        if (this.stopRequested || this.closed || this.failure !== null) return;
+        if (this.pruneMustStop()) return;
         const step = this.index.prune(target, fromKey, this.compactionKeysPerStep, this.compactionRowsPerStep);
         fromKey = step.nextKey;
         if (step.dropped.length === 0) continue;
@@ -1050,29 +1050,44 @@ export class MvccStore {
         // a row still queued must land before its delete.
         await this.readsInFlightSettled();
         await this.rowsWrittenNow();
-        if (this.stopRequested || this.closed || this.failure !== null) return;
+        if (this.pruneMustStop()) return;
         await this.write(
           step.dropped.map(({ main, sub }) => ({ type: 'del' as const, key: rowKey(main, sub) })),
           false,
         );
       }
-      // Meta rows a newer one superseded, below the compact revision. Once the queue has landed, the meta row of the
-      // compaction's own write is on disk, and any meta row superseded later is at or above the target: kept.
-      await this.rowsWrittenNow();
-      while (this.staleMetaRevisions.length > 0 && (this.staleMetaRevisions[0] as number) < target) {
-        if (this.stopRequested || this.closed || this.failure !== null) return;
-        let count = 0;
-        while (count < this.compactionRowsPerStep && count < this.staleMetaRevisions.length && (this.staleMetaRevisions[count] as number) < target) count++;
-        const stale = this.staleMetaRevisions.splice(0, count);
-        await this.write(
-          stale.map((revision) => ({ type: 'del' as const, key: metaRowKey(revision) })),
-          false,
-        );
-        await new Promise<void>((resolve) => setImmediate(resolve));
-      }
+      if (!(await this.deleteStaleMetaRows(target))) return;
       this.prunedRevision = target;
       log('compaction at revision %d done', target);
     }
+  }
+
+  /**
+   * Deletes the meta rows a newer one superseded below the compact revision
+   * `target`, compactionRowsPerStep a batch; false if the prune must stop.
+   * Once the queue has landed, the meta row of the compaction's own write is
+   * on disk, and any meta row superseded later is at or above the target.
+   */
+  private async deleteStaleMetaRows(target: number): Promise<boolean> {
+    const below = (count: number): boolean => count < this.staleMetaRevisions.length && (this.staleMetaRevisions[count] as number) < target;
+    if (!below(0)) return true;
+    await this.rowsWrittenNow();
+    while (below(0)) {
+      if (this.pruneMustStop()) return false;
+      let count = 1;
+      while (count < this.compactionRowsPerStep && below(count)) count++;
+      const stale = this.staleMetaRevisions.splice(0, count);
+      await this.write(
+        stale.map((revision) => ({ type: 'del' as const, key: metaRowKey(revision) })),
+        false,
+      );
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    return true;
+  }
+
+  private pruneMustStop(): boolean {
+    return this.stopRequested || this.closed || this.failure !== null;
   }
 
   /** Fills in the values a plan could not take from memory, then sorts and truncates if it had to wait for them. */
@@ -1122,9 +1137,9 @@ export class MvccStore {
    * Queues an apply's rows for LevelDB, in apply order: one write in
    * flight, and the operations queued behind it go as one write once it
    * has landed and the queue is released, with the meta row of the last
-   * apply among them (writeQueued). The queue is released rowsGatherMs after its
-   * first rows, once it holds rowsGatherBytes, or when someone waits for
-   * the rows (rowsWrittenNow).
+   * apply among them (writeQueued). The queue is released rowsGatherMs
+   * after its first rows, once it holds rowsGatherBytes, or when someone
+   * waits for the rows (rowsWrittenNow).
    */
   private queueRows(operations: BatchOperation[], meta: Meta): QueuedRows {
     let bytes = 0;
